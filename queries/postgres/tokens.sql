@@ -1,0 +1,48 @@
+-- name: TokenCreate :one
+-- Inserts only while the project exists and is active; no row means refused.
+INSERT INTO tokens (project_id, secret_hash, token_prefix, expires_at, max_requests)
+SELECT @project_id::bigint, @secret_hash::bytea, @token_prefix::text, @expires_at::timestamptz, sqlc.narg(max_requests)::bigint
+WHERE EXISTS (SELECT 1 FROM projects WHERE id = @project_id::bigint AND is_active)
+RETURNING *;
+
+-- name: TokenGetByID :one
+SELECT * FROM tokens WHERE id = @id;
+
+-- name: TokenGetByHash :one
+SELECT * FROM tokens WHERE secret_hash = @secret_hash;
+
+-- name: TokenList :many
+SELECT * FROM tokens
+WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
+  AND id > @after_id
+ORDER BY id
+LIMIT @max_rows::bigint;
+
+-- name: TokenAdmit :one
+-- Counts one request if and only if every admission rule holds, atomically.
+UPDATE tokens SET
+  request_count = request_count + 1,
+  last_used_at  = now()
+WHERE tokens.id = @id
+  AND is_active
+  AND expires_at > now()
+  AND (max_requests IS NULL OR request_count < max_requests)
+  AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active)
+RETURNING *;
+
+-- name: TokenSetActive :one
+UPDATE tokens SET is_active = @is_active, updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: TokenSetMaxRequests :one
+UPDATE tokens SET max_requests = sqlc.narg(max_requests), updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: TokenCountRevokedForProject :one
+SELECT count(*) FROM tokens WHERE project_id = @project_id AND NOT is_active;
+
+-- name: TokenRevokeAllForProject :execrows
+UPDATE tokens SET is_active = false, updated_at = now()
+WHERE project_id = @project_id AND is_active;

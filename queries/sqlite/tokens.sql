@@ -1,0 +1,48 @@
+-- name: TokenCreate :one
+-- Inserts only while the project exists and is active; no row means refused.
+INSERT INTO tokens (project_id, secret_hash, token_prefix, expires_at, max_requests)
+SELECT sqlc.arg(project_id), sqlc.arg(secret_hash), sqlc.arg(token_prefix), sqlc.arg(expires_at), sqlc.narg(max_requests)
+WHERE EXISTS (SELECT 1 FROM projects WHERE id = sqlc.arg(project_id) AND is_active = 1)
+RETURNING *;
+
+-- name: TokenGetByID :one
+SELECT * FROM tokens WHERE id = sqlc.arg(id);
+
+-- name: TokenGetByHash :one
+SELECT * FROM tokens WHERE secret_hash = sqlc.arg(secret_hash);
+
+-- name: TokenList :many
+SELECT * FROM tokens
+WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
+  AND id > sqlc.arg(after_id)
+ORDER BY id
+LIMIT sqlc.arg(max_rows);
+
+-- name: TokenAdmit :one
+-- Counts one request if and only if every admission rule holds, atomically.
+UPDATE tokens SET
+  request_count = request_count + 1,
+  last_used_at  = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+WHERE tokens.id = sqlc.arg(id)
+  AND is_active = 1
+  AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
+  AND (max_requests IS NULL OR request_count < max_requests)
+  AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
+RETURNING *;
+
+-- name: TokenSetActive :one
+UPDATE tokens SET is_active = sqlc.arg(is_active), updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+WHERE id = sqlc.arg(id)
+RETURNING *;
+
+-- name: TokenSetMaxRequests :one
+UPDATE tokens SET max_requests = sqlc.narg(max_requests), updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+WHERE id = sqlc.arg(id)
+RETURNING *;
+
+-- name: TokenCountRevokedForProject :one
+SELECT count(*) FROM tokens WHERE project_id = sqlc.arg(project_id) AND is_active = 0;
+
+-- name: TokenRevokeAllForProject :execrows
+UPDATE tokens SET is_active = 0, updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+WHERE project_id = sqlc.arg(project_id) AND is_active = 1;

@@ -1,0 +1,70 @@
+-- Desired state of the SQLite schema. Edit this file, then run
+-- `llmproxy migrate diff <name>` to plan a versioned migration.
+-- Times are UTC unix milliseconds; booleans are 0/1.
+
+CREATE TABLE projects (
+  id                 INTEGER PRIMARY KEY,
+  name               TEXT    NOT NULL,
+  api_key_ciphertext BLOB    NOT NULL,
+  api_key_hint       TEXT    NOT NULL,
+  is_active          INTEGER NOT NULL DEFAULT 1,
+  created_at         INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+  updated_at         INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+  CONSTRAINT projects_name_not_empty CHECK (name <> ''),
+  CONSTRAINT projects_is_active_bool CHECK (is_active IN (0, 1))
+) STRICT;
+CREATE UNIQUE INDEX projects_name_key ON projects (name);
+
+CREATE TABLE tokens (
+  id            INTEGER PRIMARY KEY,
+  project_id    INTEGER NOT NULL REFERENCES projects (id),
+  secret_hash   BLOB    NOT NULL,
+  token_prefix  TEXT    NOT NULL,
+  expires_at    INTEGER NOT NULL,
+  max_requests  INTEGER,
+  request_count INTEGER NOT NULL DEFAULT 0,
+  is_active     INTEGER NOT NULL DEFAULT 1,
+  created_at    INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+  updated_at    INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+  last_used_at  INTEGER,
+  CONSTRAINT tokens_max_requests_positive CHECK (max_requests IS NULL OR max_requests > 0),
+  CONSTRAINT tokens_request_count_non_negative CHECK (request_count >= 0),
+  CONSTRAINT tokens_is_active_bool CHECK (is_active IN (0, 1))
+) STRICT;
+CREATE UNIQUE INDEX tokens_secret_hash_key ON tokens (secret_hash);
+CREATE INDEX tokens_project_id_idx ON tokens (project_id, id);
+
+-- One row per forwarded request. No foreign keys: rows are written in
+-- batches off the hot path and must never be refused once a request was admitted.
+CREATE TABLE usage_events (
+  id                INTEGER PRIMARY KEY,
+  token_id          INTEGER NOT NULL,
+  project_id        INTEGER NOT NULL,
+  method            TEXT    NOT NULL,
+  path              TEXT    NOT NULL,
+  model             TEXT    NOT NULL DEFAULT '',
+  status            INTEGER NOT NULL,
+  prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+  completion_tokens INTEGER NOT NULL DEFAULT 0,
+  total_tokens      INTEGER NOT NULL DEFAULT 0,
+  latency_ms        INTEGER NOT NULL DEFAULT 0,
+  created_at        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX usage_events_project_created_idx ON usage_events (project_id, created_at);
+CREATE INDEX usage_events_token_created_idx ON usage_events (token_id, created_at);
+CREATE INDEX usage_events_created_idx ON usage_events (created_at);
+
+-- Audit rows reference ids that may not exist (a refused request for an
+-- unknown project is audited too), so there are no foreign keys here either.
+CREATE TABLE audit_events (
+  id         INTEGER PRIMARY KEY,
+  actor      TEXT    NOT NULL,
+  action     TEXT    NOT NULL,
+  project_id INTEGER,
+  token_id   INTEGER,
+  result     TEXT    NOT NULL,
+  details    TEXT    NOT NULL DEFAULT '{}',
+  created_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+  CONSTRAINT audit_events_details_json CHECK (json_valid(details))
+) STRICT;
+CREATE INDEX audit_events_project_id_idx ON audit_events (project_id, id) WHERE project_id IS NOT NULL;

@@ -1,0 +1,46 @@
+package service
+
+import "context"
+
+// Store is the storage contract. Every backend (service/sqlitestore,
+// service/pgstore) implements it with the same behaviour, checked by the
+// conformance suite in service/storetest. Errors wrap the sentinels in
+// errors.go so callers test them with errors.Is.
+type Store interface {
+	// ProjectCreate returns ErrConflict when the name is taken.
+	ProjectCreate(ctx context.Context, params *ProjectCreateParams) (*Project, error)
+	ProjectGetByID(ctx context.Context, id int64) (*Project, error)
+	ProjectList(ctx context.Context, params *ProjectListParams) ([]*Project, error)
+	// ProjectUpdate returns ErrNotFound or ErrConflict (name taken).
+	ProjectUpdate(ctx context.Context, params *ProjectUpdateParams) (*Project, error)
+
+	// TokenCreate returns ErrNotFound for an unknown project, ErrProjectInactive
+	// for an inactive one and ErrConflict for a duplicate secret hash.
+	TokenCreate(ctx context.Context, params *TokenCreateParams) (*Token, error)
+	TokenGetByID(ctx context.Context, id int64) (*Token, error)
+	TokenGetByHash(ctx context.Context, secretHash []byte) (*Token, error)
+	TokenList(ctx context.Context, params *TokenListParams) ([]*Token, error)
+	// TokenAdmit counts one request against the token, atomically, if the
+	// token is active, unexpired, under its limit and its project is active.
+	// Otherwise it counts nothing and returns ErrNotFound, ErrTokenRevoked,
+	// ErrTokenExpired, ErrLimitReached or ErrProjectInactive.
+	TokenAdmit(ctx context.Context, id int64) (*Token, error)
+	TokenUpdate(ctx context.Context, params *TokenUpdateParams) (*Token, error)
+	// TokenRevokeAllForProject returns ErrNotFound for an unknown project.
+	TokenRevokeAllForProject(ctx context.Context, projectID int64) (*RevokeResult, error)
+
+	// UsageInsertBatch writes all events or none and returns how many it wrote.
+	UsageInsertBatch(ctx context.Context, events []*UsageEventCreateParams) (int64, error)
+	UsageTotals(ctx context.Context, filter *UsageFilter) (*UsageTotals, error)
+	UsageList(ctx context.Context, params *UsageListParams) ([]*UsageEvent, error)
+
+	AuditInsert(ctx context.Context, params *AuditInsertParams) (*AuditEvent, error)
+	AuditList(ctx context.Context, params *AuditListParams) ([]*AuditEvent, error)
+
+	// InTx runs fn with a Store bound to one transaction, committed when fn
+	// returns nil and rolled back otherwise. Nested calls join the outer one.
+	InTx(ctx context.Context, fn func(tx Store) error) error
+	// Ping reports whether the database answers (for /ready).
+	Ping(ctx context.Context) error
+	Close() error
+}

@@ -1,0 +1,90 @@
+// Package service holds llmproxy's domain types, the Store interface every
+// storage backend implements, the sentinel errors they return, and the rules
+// shared by all backends. It imports no database driver.
+package service
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Project is an upstream account: its API key is stored encrypted.
+type Project struct {
+	ID               int64
+	Name             string
+	APIKeyCiphertext []byte
+	APIKeyHint       string
+	IsActive         bool
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// Token is a client credential for one project. Only a hash of the secret is stored.
+type Token struct {
+	ID           int64
+	ProjectID    int64
+	SecretHash   []byte
+	TokenPrefix  string
+	ExpiresAt    time.Time
+	MaxRequests  *int64 // nil: unlimited
+	RequestCount int64
+	IsActive     bool
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	LastUsedAt   *time.Time
+}
+
+// UsageEvent is one forwarded request.
+type UsageEvent struct {
+	ID               int64
+	TokenID          int64
+	ProjectID        int64
+	Method           string
+	Path             string
+	Model            string
+	Status           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+	LatencyMS        int64
+	CreatedAt        time.Time
+}
+
+// AuditEvent records one management action and its result.
+type AuditEvent struct {
+	ID        int64
+	Actor     string
+	Action    string
+	ProjectID *int64
+	TokenID   *int64
+	Result    string
+	Details   json.RawMessage
+	CreatedAt time.Time
+}
+
+// UsageCounts are the sums over a set of usage events.
+type UsageCounts struct {
+	Requests         int64
+	Errors           int64 // upstream status >= 400
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
+// ModelUsage is UsageCounts for one model.
+type ModelUsage struct {
+	Model string
+	UsageCounts
+}
+
+// UsageTotals are usage sums over a filter, overall and per model (sorted by model).
+type UsageTotals struct {
+	UsageCounts
+	ByModel []ModelUsage
+}
+
+// RevokeResult reports a bulk revocation.
+type RevokeResult struct {
+	RevokedCount        int64
+	AlreadyRevokedCount int64
+}
