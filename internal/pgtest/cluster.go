@@ -146,7 +146,6 @@ func chownToPostgres(dir string) error {
 	return os.Chown(dir, int(uid), int(gid))
 }
 
-
 // NewCluster starts a throwaway cluster for this test alone on a free port,
 // stopped and removed at the end. (t.TempDir is not used: its parent is
 // private to root, and the server runs as postgres.)
