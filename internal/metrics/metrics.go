@@ -1,0 +1,114 @@
+// Package metrics holds llmproxy's Prometheus collectors, on a registry of
+// its own so tests and several servers in one process do not collide.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the collectors one server updates.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests        *prometheus.CounterVec   // route, method, code
+	requestDuration *prometheus.HistogramVec // route
+	upstreamLatency *prometheus.HistogramVec // code
+	admissions      *prometheus.CounterVec   // result
+}
+
+// New registers the collectors, plus Go runtime and process collectors.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmproxy_http_requests_total",
+			Help: "HTTP requests served, by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "llmproxy_http_request_duration_seconds",
+			Help:    "Time to serve an HTTP request, by route pattern (streams: until the last byte).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
+		}, []string{"route"}),
+		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "llmproxy_upstream_response_seconds",
+			Help:    "Time from sending a request upstream to its response headers, by upstream status code.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
+		}, []string{"code"}),
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmproxy_admissions_total",
+			Help: "Proxy admission decisions, by result (admitted or the refusal code).",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.requests, m.requestDuration, m.upstreamLatency, m.admissions,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// ObserveRequest records one served request.
+func (m *Metrics) ObserveRequest(route, method string, code int, elapsed time.Duration) {
+	m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+	m.requestDuration.WithLabelValues(route).Observe(elapsed.Seconds())
+}
+
+// ObserveUpstream records the upstream's time to response headers.
+func (m *Metrics) ObserveUpstream(code int, elapsed time.Duration) {
+	m.upstreamLatency.WithLabelValues(strconv.Itoa(code)).Observe(elapsed.Seconds())
+}
+
+// ObserveAdmission counts an admission decision ("admitted" or a refusal code).
+func (m *Metrics) ObserveAdmission(result string) {
+	m.admissions.WithLabelValues(result).Inc()
+}
+
+// GaugeFunc registers a gauge read at scrape time (queue depth, pool stats).
+func (m *Metrics) GaugeFunc(name, help string, read func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, read))
+}
+
+// Middleware records every request under the route pattern that served it
+// (r.Pattern from http.ServeMux), so label cardinality stays bounded.
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		m.ObserveRequest(route, r.Method, sw.code, time.Since(start))
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.code, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines (streaming).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

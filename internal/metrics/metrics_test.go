@@ -1,0 +1,38 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestMiddlewareCountsByRoutePattern(t *testing.T) {
+	t.Parallel()
+	m := New()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		http.NewResponseController(w).Flush() // must reach the real writer through Unwrap
+	})
+	h := m.Middleware(mux)
+	for _, path := range []string{"/items/1", "/items/2", "/nowhere"} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
+	}
+	m.GaugeFunc("llmproxy_test_gauge", "test", func() float64 { return 42 })
+
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`llmproxy_http_requests_total{code="418",method="GET",route="GET /items/{id}"} 2`,
+		`llmproxy_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`llmproxy_test_gauge 42`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics output lacks %q", want)
+		}
+	}
+}
