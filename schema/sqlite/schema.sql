@@ -17,7 +17,7 @@ CREATE UNIQUE INDEX projects_name_key ON projects (name);
 
 CREATE TABLE tokens (
   id            INTEGER PRIMARY KEY,
-  project_id    INTEGER NOT NULL REFERENCES projects (id),
+  project_id    INTEGER NOT NULL,
   secret_hash   BLOB    NOT NULL,
   token_prefix  TEXT    NOT NULL,
   expires_at    INTEGER NOT NULL,
@@ -27,6 +27,7 @@ CREATE TABLE tokens (
   created_at    INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
   updated_at    INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
   last_used_at  INTEGER,
+  CONSTRAINT tokens_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id),
   CONSTRAINT tokens_max_requests_positive CHECK (max_requests IS NULL OR max_requests > 0),
   CONSTRAINT tokens_request_count_non_negative CHECK (request_count >= 0),
   CONSTRAINT tokens_is_active_bool CHECK (is_active IN (0, 1))
