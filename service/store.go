@@ -23,8 +23,10 @@ type Store interface {
 	// TokenAdmit counts one request against the token, atomically, if the
 	// token is active, unexpired, under its limit and its project is active.
 	// Otherwise it counts nothing and returns ErrNotFound, ErrTokenRevoked,
-	// ErrTokenExpired, ErrLimitReached or ErrProjectInactive.
+	// ErrTokenExpired, ErrLimitReached or ErrProjectInactive; when several
+	// apply, the one AdmissionRefusal puts first.
 	TokenAdmit(ctx context.Context, id int64) (*Token, error)
+	// TokenUpdate returns ErrNotFound for an unknown id.
 	TokenUpdate(ctx context.Context, params *TokenUpdateParams) (*Token, error)
 	// TokenRevokeAllForProject returns ErrNotFound for an unknown project.
 	TokenRevokeAllForProject(ctx context.Context, projectID int64) (*RevokeResult, error)
@@ -38,7 +40,8 @@ type Store interface {
 	AuditList(ctx context.Context, params *AuditListParams) ([]*AuditEvent, error)
 
 	// InTx runs fn with a Store bound to one transaction, committed when fn
-	// returns nil and rolled back otherwise. Nested calls join the outer one.
+	// returns nil and rolled back otherwise, returning fn's error as it is.
+	// Nested calls join the outer one.
 	InTx(ctx context.Context, fn func(tx Store) error) error
 	// Ping reports whether the database answers (for /ready).
 	Ping(ctx context.Context) error

@@ -1,0 +1,360 @@
+package storetest
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"maps"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// TestRun checks the suite itself against memStore, a small in-memory
+// implementation of the contract.
+func TestRun(t *testing.T) {
+	Run(t, func(t *testing.T) service.Store {
+		s := &memStore{mu: new(sync.Mutex), st: &memState{projects: map[int64]service.Project{}, tokens: map[int64]service.Token{}}}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestSuiteCoversEveryMethod(t *testing.T) {
+	covered := map[string]bool{"Close": true} // the factory's cleanup calls it
+	for _, m := range suite() {
+		covered[m.name] = true
+	}
+	store := reflect.TypeFor[service.Store]()
+	for i := range store.NumMethod() {
+		if name := store.Method(i).Name; !covered[name] {
+			t.Errorf("no conformance cases for Store.%s", name)
+		}
+	}
+}
+
+type memState struct {
+	projects map[int64]service.Project
+	tokens   map[int64]service.Token
+	usage    []service.UsageEvent // ascending id
+	audit    []service.AuditEvent // ascending id
+	lastID   int64                // one sequence serves every table
+}
+
+func (st *memState) clone() *memState {
+	c := *st
+	c.projects, c.tokens = maps.Clone(st.projects), maps.Clone(st.tokens)
+	c.usage, c.audit = slices.Clone(st.usage), slices.Clone(st.audit)
+	return &c
+}
+
+func (st *memState) nextID() int64 {
+	st.lastID++
+	return st.lastID
+}
+
+// memStore serialises every call with one mutex; a transaction holds it
+// throughout and works on a copy of the state that replaces it on commit.
+// Rows are stored by value and replaced whole, never mutated in place.
+type memStore struct {
+	mu   *sync.Mutex
+	st   *memState
+	inTx bool
+}
+
+func (m *memStore) lock() func() {
+	if m.inTx {
+		return func() {}
+	}
+	m.mu.Lock()
+	return m.mu.Unlock
+}
+
+func now() time.Time { return time.Now().UTC() }
+
+func (m *memStore) ProjectCreate(_ context.Context, p *service.ProjectCreateParams) (*service.Project, error) {
+	defer m.lock()()
+	if err := m.checkName(0, p.Name); err != nil {
+		return nil, err
+	}
+	at := now()
+	row := service.Project{ID: m.st.nextID(), Name: p.Name, APIKeyCiphertext: bytes.Clone(p.APIKeyCiphertext),
+		APIKeyHint: p.APIKeyHint, IsActive: true, CreatedAt: at, UpdatedAt: at}
+	m.st.projects[row.ID] = row
+	return &row, nil
+}
+
+func (m *memStore) checkName(id int64, name string) error {
+	if name == "" {
+		return service.ErrInvalid
+	}
+	for _, p := range m.st.projects {
+		if p.Name == name && p.ID != id {
+			return service.ErrConflict
+		}
+	}
+	return nil
+}
+
+func (m *memStore) ProjectGetByID(_ context.Context, id int64) (*service.Project, error) {
+	defer m.lock()()
+	p, ok := m.st.projects[id]
+	if !ok {
+		return nil, service.ErrNotFound
+	}
+	return &p, nil
+}
+
+func (m *memStore) ProjectList(_ context.Context, params *service.ProjectListParams) ([]*service.Project, error) {
+	defer m.lock()()
+	return page(m.st.projects, params.AfterID, params.Limit, func(*service.Project) bool { return true }), nil
+}
+
+// page lists rows with ids above afterID in ascending id order.
+func page[T any](rows map[int64]T, afterID int64, limit int, keep func(*T) bool) []*T {
+	var out []*T
+	for _, id := range slices.Sorted(maps.Keys(rows)) {
+		if row := rows[id]; id > afterID && keep(&row) && int64(len(out)) < service.PageLimit(limit) {
+			out = append(out, &row)
+		}
+	}
+	return out
+}
+
+func (m *memStore) ProjectUpdate(_ context.Context, params *service.ProjectUpdateParams) (*service.Project, error) {
+	defer m.lock()()
+	p, ok := m.st.projects[params.ID]
+	if !ok {
+		return nil, service.ErrNotFound
+	}
+	if params.Name != nil {
+		if err := m.checkName(p.ID, *params.Name); err != nil {
+			return nil, err
+		}
+		p.Name = *params.Name
+	}
+	if params.APIKeyCiphertext != nil {
+		p.APIKeyCiphertext = bytes.Clone(params.APIKeyCiphertext)
+	}
+	if params.APIKeyHint != nil {
+		p.APIKeyHint = *params.APIKeyHint
+	}
+	if params.IsActive != nil {
+		p.IsActive = *params.IsActive
+	}
+	p.UpdatedAt = now()
+	m.st.projects[p.ID] = p
+	return &p, nil
+}
+
+func (m *memStore) TokenCreate(_ context.Context, params *service.TokenCreateParams) (*service.Token, error) {
+	defer m.lock()()
+	p, ok := m.st.projects[params.ProjectID]
+	switch {
+	case !ok:
+		return nil, service.ErrNotFound
+	case !p.IsActive:
+		return nil, service.ErrProjectInactive
+	case params.MaxRequests != nil && *params.MaxRequests <= 0:
+		return nil, service.ErrInvalid
+	}
+	for _, tok := range m.st.tokens {
+		if bytes.Equal(tok.SecretHash, params.SecretHash) {
+			return nil, service.ErrConflict
+		}
+	}
+	at := now()
+	tok := service.Token{ID: m.st.nextID(), ProjectID: p.ID, SecretHash: bytes.Clone(params.SecretHash),
+		TokenPrefix: params.TokenPrefix, ExpiresAt: params.ExpiresAt.UTC(), MaxRequests: params.MaxRequests,
+		IsActive: true, CreatedAt: at, UpdatedAt: at}
+	m.st.tokens[tok.ID] = tok
+	return &tok, nil
+}
+
+func (m *memStore) TokenGetByID(_ context.Context, id int64) (*service.Token, error) {
+	defer m.lock()()
+	tok, ok := m.st.tokens[id]
+	if !ok {
+		return nil, service.ErrNotFound
+	}
+	return &tok, nil
+}
+
+func (m *memStore) TokenGetByHash(_ context.Context, secretHash []byte) (*service.Token, error) {
+	defer m.lock()()
+	for _, tok := range m.st.tokens {
+		if bytes.Equal(tok.SecretHash, secretHash) {
+			return &tok, nil
+		}
+	}
+	return nil, service.ErrNotFound
+}
+
+func (m *memStore) TokenList(_ context.Context, params *service.TokenListParams) ([]*service.Token, error) {
+	defer m.lock()()
+	return page(m.st.tokens, params.AfterID, params.Limit, func(tok *service.Token) bool {
+		return params.ProjectID == nil || tok.ProjectID == *params.ProjectID
+	}), nil
+}
+
+func (m *memStore) TokenAdmit(_ context.Context, id int64) (*service.Token, error) {
+	defer m.lock()()
+	tok, ok := m.st.tokens[id]
+	if !ok {
+		return nil, service.ErrNotFound
+	}
+	p := m.st.projects[tok.ProjectID]
+	at := now()
+	if !tok.IsActive || !p.IsActive || !at.Before(tok.ExpiresAt) ||
+		tok.MaxRequests != nil && tok.RequestCount >= *tok.MaxRequests {
+		return nil, service.AdmissionRefusal(&tok, &p)
+	}
+	tok.RequestCount++
+	tok.LastUsedAt = &at
+	m.st.tokens[id] = tok
+	return &tok, nil
+}
+
+func (m *memStore) TokenUpdate(_ context.Context, params *service.TokenUpdateParams) (*service.Token, error) {
+	defer m.lock()()
+	tok, ok := m.st.tokens[params.ID]
+	if !ok {
+		return nil, service.ErrNotFound
+	}
+	if params.IsActive != nil {
+		tok.IsActive = *params.IsActive
+	}
+	if params.SetMaxRequests {
+		if params.MaxRequests != nil && *params.MaxRequests <= 0 {
+			return nil, service.ErrInvalid
+		}
+		tok.MaxRequests = params.MaxRequests
+	}
+	tok.UpdatedAt = now()
+	m.st.tokens[tok.ID] = tok
+	return &tok, nil
+}
+
+func (m *memStore) TokenRevokeAllForProject(_ context.Context, projectID int64) (*service.RevokeResult, error) {
+	defer m.lock()()
+	if _, ok := m.st.projects[projectID]; !ok {
+		return nil, service.ErrNotFound
+	}
+	var res service.RevokeResult
+	for id, tok := range m.st.tokens {
+		switch {
+		case tok.ProjectID != projectID:
+		case tok.IsActive:
+			tok.IsActive, tok.UpdatedAt = false, now()
+			m.st.tokens[id] = tok
+			res.RevokedCount++
+		default:
+			res.AlreadyRevokedCount++
+		}
+	}
+	return &res, nil
+}
+
+func (m *memStore) UsageInsertBatch(_ context.Context, events []*service.UsageEventCreateParams) (int64, error) {
+	defer m.lock()()
+	for _, e := range events {
+		m.st.usage = append(m.st.usage, service.UsageEvent{ID: m.st.nextID(), TokenID: e.TokenID, ProjectID: e.ProjectID,
+			Method: e.Method, Path: e.Path, Model: e.Model, Status: e.Status, PromptTokens: e.PromptTokens,
+			CompletionTokens: e.CompletionTokens, TotalTokens: e.TotalTokens, LatencyMS: e.LatencyMS, CreatedAt: e.CreatedAt.UTC()})
+	}
+	return int64(len(events)), nil
+}
+
+func (m *memStore) UsageTotals(_ context.Context, f *service.UsageFilter) (*service.UsageTotals, error) {
+	defer m.lock()()
+	since, until := service.UsageTimeRange(f)
+	var totals service.UsageTotals
+	byModel := map[string]*service.ModelUsage{}
+	for _, e := range m.st.usage {
+		if !matches(f.ProjectID, e.ProjectID) || !matches(f.TokenID, e.TokenID) || e.CreatedAt.Before(since) || !e.CreatedAt.Before(until) {
+			continue
+		}
+		if byModel[e.Model] == nil {
+			byModel[e.Model] = &service.ModelUsage{Model: e.Model}
+		}
+		for _, c := range []*service.UsageCounts{&totals.UsageCounts, &byModel[e.Model].UsageCounts} {
+			c.Requests++
+			if e.Status >= 400 {
+				c.Errors++
+			}
+			c.PromptTokens += e.PromptTokens
+			c.CompletionTokens += e.CompletionTokens
+			c.TotalTokens += e.TotalTokens
+		}
+	}
+	for _, m := range byModel {
+		totals.ByModel = append(totals.ByModel, *m)
+	}
+	slices.SortFunc(totals.ByModel, func(a, b service.ModelUsage) int { return cmp.Compare(a.Model, b.Model) })
+	return &totals, nil
+}
+
+func matches(want *int64, got int64) bool { return want == nil || *want == got }
+
+func (m *memStore) UsageList(_ context.Context, params *service.UsageListParams) ([]*service.UsageEvent, error) {
+	defer m.lock()()
+	return newestFirst(m.st.usage, params.BeforeID, params.Limit, func(e *service.UsageEvent) (int64, bool) {
+		return e.ID, matches(params.ProjectID, e.ProjectID) && matches(params.TokenID, e.TokenID)
+	}), nil
+}
+
+// newestFirst lists rows (stored in ascending id order) with ids below beforeID.
+func newestFirst[T any](rows []T, beforeID int64, limit int, keep func(*T) (id int64, ok bool)) []*T {
+	var out []*T
+	for i := len(rows) - 1; i >= 0 && int64(len(out)) < service.PageLimit(limit); i-- {
+		row := rows[i]
+		if id, ok := keep(&row); ok && (beforeID == 0 || id < beforeID) {
+			out = append(out, &row)
+		}
+	}
+	return out
+}
+
+func (m *memStore) AuditInsert(_ context.Context, params *service.AuditInsertParams) (*service.AuditEvent, error) {
+	defer m.lock()()
+	details := json.RawMessage(`{}`)
+	if params.Details != nil {
+		if !json.Valid(params.Details) {
+			return nil, service.ErrInvalid
+		}
+		details = bytes.Clone(params.Details)
+	}
+	e := service.AuditEvent{ID: m.st.nextID(), Actor: params.Actor, Action: params.Action, ProjectID: params.ProjectID,
+		TokenID: params.TokenID, Result: params.Result, Details: details, CreatedAt: now()}
+	m.st.audit = append(m.st.audit, e)
+	return &e, nil
+}
+
+func (m *memStore) AuditList(_ context.Context, params *service.AuditListParams) ([]*service.AuditEvent, error) {
+	defer m.lock()()
+	return newestFirst(m.st.audit, params.BeforeID, params.Limit, func(e *service.AuditEvent) (int64, bool) {
+		return e.ID, params.ProjectID == nil || e.ProjectID != nil && *e.ProjectID == *params.ProjectID
+	}), nil
+}
+
+func (m *memStore) InTx(_ context.Context, fn func(tx service.Store) error) error {
+	if m.inTx {
+		return fn(m)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tx := &memStore{mu: m.mu, st: m.st.clone(), inTx: true}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	*m.st = *tx.st
+	return nil
+}
+
+func (m *memStore) Ping(context.Context) error { return nil }
+func (m *memStore) Close() error               { return nil }
