@@ -1,0 +1,166 @@
+package pgstore_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/pgstore"
+)
+
+// The Raw benchmarks run the adapter's SQL through plain pgx, so the
+// difference to their adapter counterparts is the adapter's overhead.
+
+// tokenAdmitSQL is gen/pgdb's TokenAdmit statement, character for character.
+const tokenAdmitSQL = `-- name: TokenAdmit :one
+UPDATE tokens SET
+  request_count = request_count + 1,
+  last_used_at  = now()
+WHERE tokens.id = $1
+  AND is_active
+  AND expires_at > now()
+  AND (max_requests IS NULL OR request_count < max_requests)
+  AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active)
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
+`
+
+var usageColumns = []string{
+	"token_id", "project_id", "method", "path", "model", "status",
+	"prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "created_at",
+}
+
+// benchStore opens a store on a fresh migrated database with one project
+// and one unlimited token, whose id it returns.
+func benchStore(b *testing.B) (url string, s *pgstore.Store, tokenID int64) {
+	b.Helper()
+	url = migratedDatabase(b)
+	s = openStore(b, url)
+	ctx := context.Background()
+	project, err := s.ProjectCreate(ctx, &service.ProjectCreateParams{Name: "bench", APIKeyCiphertext: []byte{1}, APIKeyHint: "h"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	token, err := s.TokenCreate(ctx, &service.TokenCreateParams{
+		ProjectID: project.ID, SecretHash: []byte("bench"), TokenPrefix: "sk-bench", ExpiresAt: time.Now().Add(24 * time.Hour),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return url, s, token.ID
+}
+
+func rawPool(b *testing.B, url string) *pgxpool.Pool {
+	b.Helper()
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	return pool
+}
+
+func BenchmarkTokenAdmit(b *testing.B) {
+	_, s, tokenID := benchStore(b)
+	ctx := context.Background()
+	b.Run("Serial", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.TokenAdmit(ctx, tokenID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.TokenAdmit(ctx, tokenID); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkRawTokenAdmit(b *testing.B) {
+	url, _, tokenID := benchStore(b)
+	pool := rawPool(b, url)
+	ctx := context.Background()
+	admit := func() error {
+		var t service.Token
+		return pool.QueryRow(ctx, tokenAdmitSQL, tokenID).Scan(&t.ID, &t.ProjectID, &t.SecretHash, &t.TokenPrefix,
+			&t.ExpiresAt, &t.MaxRequests, &t.RequestCount, &t.IsActive, &t.CreatedAt, &t.UpdatedAt, &t.LastUsedAt)
+	}
+	b.Run("Serial", func(b *testing.B) {
+		for b.Loop() {
+			if err := admit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := admit(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+func usageEvents(n int, tokenID int64) []*service.UsageEventCreateParams {
+	events := make([]*service.UsageEventCreateParams, n)
+	now := time.Now()
+	for i := range events {
+		events[i] = &service.UsageEventCreateParams{
+			TokenID: tokenID, ProjectID: 1, Method: "POST", Path: "/v1/chat/completions", Model: "gpt-4o-mini",
+			Status: 200, PromptTokens: 12, CompletionTokens: 30, TotalTokens: 42, LatencyMS: 150,
+			CreatedAt: now.Add(time.Duration(i) * time.Millisecond),
+		}
+	}
+	return events
+}
+
+func BenchmarkUsageInsertBatch(b *testing.B) {
+	_, s, tokenID := benchStore(b)
+	ctx := context.Background()
+	for _, n := range []int{100, 1000} {
+		events := usageEvents(n, tokenID)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := s.UsageInsertBatch(ctx, events); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
+
+func BenchmarkRawUsageInsertBatch(b *testing.B) {
+	url, _, tokenID := benchStore(b)
+	pool := rawPool(b, url)
+	ctx := context.Background()
+	for _, n := range []int{100, 1000} {
+		events := usageEvents(n, tokenID)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				rows := pgx.CopyFromSlice(len(events), func(i int) ([]any, error) {
+					e := events[i]
+					return []any{e.TokenID, e.ProjectID, e.Method, e.Path, e.Model, e.Status,
+						e.PromptTokens, e.CompletionTokens, e.TotalTokens, e.LatencyMS, e.CreatedAt}, nil
+				})
+				if _, err := pool.CopyFrom(ctx, pgx.Identifier{"usage_events"}, usageColumns, rows); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}

@@ -1,0 +1,534 @@
+// Package pgstore is the PostgreSQL backend of service.Store, built on pgx
+// and the sqlc package gen/pgdb. Importing it registers the "postgres" driver.
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/llmproxy/llmproxy/gen/pgdb"
+	"github.com/llmproxy/llmproxy/migrate"
+	"github.com/llmproxy/llmproxy/service"
+)
+
+func init() {
+	service.Register(service.DriverPostgres, func(ctx context.Context, cfg service.Config) (service.Store, error) {
+		return Open(ctx, cfg)
+	})
+}
+
+var _ service.Store = (*Store)(nil)
+
+// Defaults for the pool settings a Config leaves at zero (the configuration contract's).
+const (
+	defaultPoolSize        = 25
+	defaultMaxIdleConns    = 5
+	defaultConnMaxLifetime = 5 * time.Minute
+
+	// Idle connections beyond the warm ones are closed after this long.
+	maxConnIdleTime = time.Minute
+	// Per connection attempt, unless the URL sets connect_timeout.
+	connectTimeout = 5 * time.Second
+	// Bounds the whole first connection at Open, which may try several
+	// addresses and TLS then plain text, so a bad URL fails within seconds.
+	openPingTimeout = 8 * time.Second
+)
+
+// Store implements service.Store. A Store made by InTx runs every query in
+// its transaction; the one made by Open runs them on the pool.
+type Store struct {
+	pool *pgxpool.Pool
+	q    *pgdb.Queries
+	db   pgdb.DBTX // pool, or the transaction when inTx
+	inTx bool
+}
+
+// Open connects to cfg.DatabaseURL, checks the server answers and, unless
+// cfg.SkipMigrate, applies pending migrations. Its errors never contain the
+// password.
+func Open(ctx context.Context, cfg service.Config) (*Store, error) {
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		// The parser's message quotes the URL and redacts passwords only on a
+		// best-effort basis, so it is not repeated here.
+		return nil, errors.New("postgres: DATABASE_URL is not a valid postgres:// URL or key=value connection string")
+	}
+	applyPoolSettings(poolCfg, cfg)
+
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, newConnectError(ctx, poolCfg.ConnConfig, err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, openPingTimeout)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, newConnectError(ctx, poolCfg.ConnConfig, err)
+	}
+
+	if !cfg.SkipMigrate {
+		if err := applyMigrations(ctx, poolCfg.ConnConfig); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	return &Store{pool: pool, q: pgdb.New(), db: pool}, nil
+}
+
+func applyPoolSettings(poolCfg *pgxpool.Config, cfg service.Config) {
+	maxConns := orDefault(cfg.PoolSize, defaultPoolSize)
+	poolCfg.MaxConns = int32(maxConns)
+	// MaxIdleConns connections are kept open and idle for bursts. MinConns as
+	// well keeps the idle-time check from closing (and the pool reopening)
+	// those same connections every minute; it closes only the ones beyond.
+	warm := int32(min(orDefault(cfg.MaxIdleConns, defaultMaxIdleConns), maxConns))
+	poolCfg.MinIdleConns = warm
+	poolCfg.MinConns = warm
+	poolCfg.MaxConnIdleTime = maxConnIdleTime
+	poolCfg.MaxConnLifetime = orDefault(cfg.ConnMaxLifetime, defaultConnMaxLifetime)
+	if poolCfg.ConnConfig.ConnectTimeout == 0 {
+		poolCfg.ConnConfig.ConnectTimeout = connectTimeout
+	}
+}
+
+// orDefault returns v, or def when v is not positive (not configured).
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// applyMigrations runs the versioned migrations over a database/sql handle
+// of its own, which the migrate package needs, closed once they are applied.
+func applyMigrations(ctx context.Context, connCfg *pgx.ConnConfig) error {
+	db := stdlib.OpenDB(*connCfg)
+	defer db.Close()
+	if _, err := migrate.Apply(ctx, db, migrate.Postgres); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", mapError(err))
+	}
+	return nil
+}
+
+// InTx runs fn in one transaction; a Store already in one joins it.
+func (s *Store) InTx(ctx context.Context, fn func(tx service.Store) error) error {
+	return s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error { return fn(tx) })
+}
+
+// withTx commits when fn returns nil and rolls back otherwise, also when fn
+// panics. The rollback ignores ctx's cancellation so a cancelled request
+// never leaves a transaction open on a pooled connection.
+func (s *Store) withTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Store) error) error {
+	if s.inTx {
+		return fn(s)
+	}
+	tx, err := s.pool.BeginTx(ctx, opts)
+	if err != nil {
+		return s.fail(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) // a no-op after Commit
+	if err := fn(&Store{pool: s.pool, q: s.q, db: tx, inTx: true}); err != nil {
+		return err
+	}
+	return s.fail(tx.Commit(ctx))
+}
+
+// fail maps err like mapError and, when it shows the server went away,
+// closes the pool's other connections too: they are as dead as this one,
+// and the pool would otherwise hand each of them to one more request.
+func (s *Store) fail(err error) error {
+	err = mapError(err)
+	if errors.Is(err, service.ErrUnavailable) {
+		s.pool.Reset()
+	}
+	return err
+}
+
+// Ping reports whether the server answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.fail(s.pool.Ping(ctx))
+}
+
+// Close closes the pool. A transaction's Store does not own the pool.
+func (s *Store) Close() error {
+	if s.inTx {
+		return errors.New("pgstore: Close called on the Store of a transaction")
+	}
+	s.pool.Close()
+	return nil
+}
+
+func (s *Store) ProjectCreate(ctx context.Context, p *service.ProjectCreateParams) (*service.Project, error) {
+	row, err := s.q.ProjectCreate(ctx, s.db, &pgdb.ProjectCreateParams{
+		Name:             p.Name,
+		ApiKeyCiphertext: p.APIKeyCiphertext,
+		ApiKeyHint:       p.APIKeyHint,
+	})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return projectFromRow(row), nil
+}
+
+func (s *Store) ProjectGetByID(ctx context.Context, id int64) (*service.Project, error) {
+	row, err := s.q.ProjectGetByID(ctx, s.db, id)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return projectFromRow(row), nil
+}
+
+func (s *Store) ProjectList(ctx context.Context, p *service.ProjectListParams) ([]*service.Project, error) {
+	rows, err := s.q.ProjectList(ctx, s.db, &pgdb.ProjectListParams{
+		AfterID: p.AfterID,
+		MaxRows: service.PageLimit(p.Limit),
+	})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return mapSlice(rows, projectFromRow), nil
+}
+
+func (s *Store) ProjectUpdate(ctx context.Context, p *service.ProjectUpdateParams) (*service.Project, error) {
+	var row *pgdb.Project
+	err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
+		var err error
+		if p.IsActive != nil {
+			row, err = tx.q.ProjectSetActive(ctx, tx.db, &pgdb.ProjectSetActiveParams{IsActive: *p.IsActive, ID: p.ID})
+			if err != nil {
+				return tx.fail(err)
+			}
+		}
+		if p.Name != nil || p.APIKeyCiphertext != nil || p.APIKeyHint != nil {
+			row, err = tx.q.ProjectUpdate(ctx, tx.db, &pgdb.ProjectUpdateParams{
+				Name:             p.Name,
+				ApiKeyCiphertext: p.APIKeyCiphertext,
+				ApiKeyHint:       p.APIKeyHint,
+				ID:               p.ID,
+			})
+			if err != nil {
+				return tx.fail(err)
+			}
+		}
+		if row == nil { // nothing to change: the current row
+			row, err = tx.q.ProjectGetByID(ctx, tx.db, p.ID)
+		}
+		return tx.fail(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return projectFromRow(row), nil
+}
+
+func (s *Store) TokenCreate(ctx context.Context, p *service.TokenCreateParams) (*service.Token, error) {
+	params := pgdb.TokenCreateParams(*p)
+	params.ExpiresAt = params.ExpiresAt.UTC()
+	row, err := s.q.TokenCreate(ctx, s.db, &params)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Refused: the project is missing (ErrNotFound), or it exists and so
+		// was inactive when the insert looked.
+		if _, err := s.ProjectGetByID(ctx, p.ProjectID); err != nil {
+			return nil, err
+		}
+		return nil, service.ErrProjectInactive
+	}
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return tokenFromRow(row), nil
+}
+
+func (s *Store) TokenGetByID(ctx context.Context, id int64) (*service.Token, error) {
+	row, err := s.q.TokenGetByID(ctx, s.db, id)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return tokenFromRow(row), nil
+}
+
+func (s *Store) TokenGetByHash(ctx context.Context, secretHash []byte) (*service.Token, error) {
+	row, err := s.q.TokenGetByHash(ctx, s.db, secretHash)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return tokenFromRow(row), nil
+}
+
+func (s *Store) TokenList(ctx context.Context, p *service.TokenListParams) ([]*service.Token, error) {
+	rows, err := s.q.TokenList(ctx, s.db, &pgdb.TokenListParams{
+		ProjectID: p.ProjectID,
+		AfterID:   p.AfterID,
+		MaxRows:   service.PageLimit(p.Limit),
+	})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return mapSlice(rows, tokenFromRow), nil
+}
+
+// TokenAdmit counts the request with one conditional UPDATE; only when it
+// refuses are the token and project read, to say why.
+func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error) {
+	row, err := s.q.TokenAdmit(ctx, s.db, id)
+	if err == nil {
+		return tokenFromRow(row), nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, s.fail(err)
+	}
+	token, err := s.TokenGetByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	project, err := s.ProjectGetByID(ctx, token.ProjectID)
+	if err != nil {
+		return nil, err
+	}
+	return nil, service.AdmissionRefusal(token, project)
+}
+
+func (s *Store) TokenUpdate(ctx context.Context, p *service.TokenUpdateParams) (*service.Token, error) {
+	var row *pgdb.Token
+	err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
+		var err error
+		if p.IsActive != nil {
+			row, err = tx.q.TokenSetActive(ctx, tx.db, &pgdb.TokenSetActiveParams{IsActive: *p.IsActive, ID: p.ID})
+			if err != nil {
+				return tx.fail(err)
+			}
+		}
+		if p.SetMaxRequests {
+			row, err = tx.q.TokenSetMaxRequests(ctx, tx.db, &pgdb.TokenSetMaxRequestsParams{MaxRequests: p.MaxRequests, ID: p.ID})
+			if err != nil {
+				return tx.fail(err)
+			}
+		}
+		if row == nil { // nothing to change: the current row
+			row, err = tx.q.TokenGetByID(ctx, tx.db, p.ID)
+		}
+		return tx.fail(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return tokenFromRow(row), nil
+}
+
+func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (*service.RevokeResult, error) {
+	var result service.RevokeResult
+	err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
+		if _, err := tx.q.ProjectGetByID(ctx, tx.db, projectID); err != nil {
+			return tx.fail(err)
+		}
+		var err error
+		if result.AlreadyRevokedCount, err = tx.q.TokenCountRevokedForProject(ctx, tx.db, projectID); err != nil {
+			return tx.fail(err)
+		}
+		result.RevokedCount, err = tx.q.TokenRevokeAllForProject(ctx, tx.db, projectID)
+		return tx.fail(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &result, nil
+}
+
+// UsageInsertBatch writes the events with one COPY, which is all or nothing.
+func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
+	// One backing array rather than an allocation per row.
+	params := make([]pgdb.UsageInsertBatchParams, len(events))
+	rows := make([]*pgdb.UsageInsertBatchParams, len(events))
+	for i, e := range events {
+		params[i] = usageInsertParams(e)
+		rows[i] = &params[i]
+	}
+	n, err := s.q.UsageInsertBatch(ctx, s.db, rows)
+	if err != nil {
+		return 0, s.fail(err)
+	}
+	return n, nil
+}
+
+func usageInsertParams(e *service.UsageEventCreateParams) pgdb.UsageInsertBatchParams {
+	return pgdb.UsageInsertBatchParams{
+		TokenID:          e.TokenID,
+		ProjectID:        e.ProjectID,
+		Method:           e.Method,
+		Path:             e.Path,
+		Model:            e.Model,
+		Status:           e.Status,
+		PromptTokens:     e.PromptTokens,
+		CompletionTokens: e.CompletionTokens,
+		TotalTokens:      e.TotalTokens,
+		LatencyMs:        e.LatencyMS,
+		CreatedAt:        e.CreatedAt.UTC(),
+	}
+}
+
+// UsageTotals reads the totals and the per-model rows from one snapshot, so
+// they always add up even while events are being inserted.
+func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*service.UsageTotals, error) {
+	since, until := service.UsageTimeRange(f)
+	var totals service.UsageTotals
+	snapshot := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+	err := s.withTx(ctx, snapshot, func(tx *Store) error {
+		row, err := tx.q.UsageTotals(ctx, tx.db, &pgdb.UsageTotalsParams{
+			ProjectID: f.ProjectID, TokenID: f.TokenID, Since: since, Until: until,
+		})
+		if err != nil {
+			return tx.fail(err)
+		}
+		byModel, err := tx.q.UsageTotalsByModel(ctx, tx.db, &pgdb.UsageTotalsByModelParams{
+			ProjectID: f.ProjectID, TokenID: f.TokenID, Since: since, Until: until,
+		})
+		if err != nil {
+			return tx.fail(err)
+		}
+		totals.UsageCounts = service.UsageCounts(*row)
+		totals.ByModel = mapSlice(byModel, modelUsageFromRow)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &totals, nil
+}
+
+func (s *Store) UsageList(ctx context.Context, p *service.UsageListParams) ([]*service.UsageEvent, error) {
+	rows, err := s.q.UsageList(ctx, s.db, &pgdb.UsageListParams{
+		ProjectID: p.ProjectID,
+		TokenID:   p.TokenID,
+		BeforeID:  beforeID(p.BeforeID),
+		MaxRows:   service.PageLimit(p.Limit),
+	})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return mapSlice(rows, usageEventFromRow), nil
+}
+
+func (s *Store) AuditInsert(ctx context.Context, p *service.AuditInsertParams) (*service.AuditEvent, error) {
+	details := "{}"
+	if p.Details != nil {
+		details = string(p.Details)
+	}
+	row, err := s.q.AuditInsert(ctx, s.db, &pgdb.AuditInsertParams{
+		Actor:     p.Actor,
+		Action:    p.Action,
+		ProjectID: p.ProjectID,
+		TokenID:   p.TokenID,
+		Result:    p.Result,
+		Details:   details,
+	})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return auditEventFromRow(row), nil
+}
+
+func (s *Store) AuditList(ctx context.Context, p *service.AuditListParams) ([]*service.AuditEvent, error) {
+	rows, err := s.q.AuditList(ctx, s.db, &pgdb.AuditListParams{
+		ProjectID: p.ProjectID,
+		BeforeID:  beforeID(p.BeforeID),
+		MaxRows:   service.PageLimit(p.Limit),
+	})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return mapSlice(rows, auditEventFromRow), nil
+}
+
+// beforeID turns "0: from the newest" into a bound every id is below.
+func beforeID(id int64) int64 {
+	if id == 0 {
+		return math.MaxInt64
+	}
+	return id
+}
+
+func mapSlice[T, U any](in []T, f func(T) U) []U {
+	out := make([]U, len(in))
+	for i, v := range in {
+		out[i] = f(v)
+	}
+	return out
+}
+
+func projectFromRow(r *pgdb.Project) *service.Project {
+	return &service.Project{
+		ID:               r.ID,
+		Name:             r.Name,
+		APIKeyCiphertext: r.ApiKeyCiphertext,
+		APIKeyHint:       r.ApiKeyHint,
+		IsActive:         r.IsActive,
+		CreatedAt:        r.CreatedAt.UTC(),
+		UpdatedAt:        r.UpdatedAt.UTC(),
+	}
+}
+
+func tokenFromRow(r *pgdb.Token) *service.Token {
+	t := service.Token(*r)
+	t.ExpiresAt = t.ExpiresAt.UTC()
+	t.CreatedAt = t.CreatedAt.UTC()
+	t.UpdatedAt = t.UpdatedAt.UTC()
+	if t.LastUsedAt != nil {
+		lastUsed := t.LastUsedAt.UTC()
+		t.LastUsedAt = &lastUsed
+	}
+	return &t
+}
+
+func usageEventFromRow(r *pgdb.UsageEvent) *service.UsageEvent {
+	return &service.UsageEvent{
+		ID:               r.ID,
+		TokenID:          r.TokenID,
+		ProjectID:        r.ProjectID,
+		Method:           r.Method,
+		Path:             r.Path,
+		Model:            r.Model,
+		Status:           r.Status,
+		PromptTokens:     r.PromptTokens,
+		CompletionTokens: r.CompletionTokens,
+		TotalTokens:      r.TotalTokens,
+		LatencyMS:        r.LatencyMs,
+		CreatedAt:        r.CreatedAt.UTC(),
+	}
+}
+
+func auditEventFromRow(r *pgdb.AuditEvent) *service.AuditEvent {
+	return &service.AuditEvent{
+		ID:        r.ID,
+		Actor:     r.Actor,
+		Action:    r.Action,
+		ProjectID: r.ProjectID,
+		TokenID:   r.TokenID,
+		Result:    r.Result,
+		Details:   json.RawMessage(r.Details),
+		CreatedAt: r.CreatedAt.UTC(),
+	}
+}
+
+func modelUsageFromRow(r *pgdb.UsageTotalsByModelRow) service.ModelUsage {
+	return service.ModelUsage{
+		Model: r.Model,
+		UsageCounts: service.UsageCounts{
+			Requests:         r.Requests,
+			Errors:           r.Errors,
+			PromptTokens:     r.PromptTokens,
+			CompletionTokens: r.CompletionTokens,
+			TotalTokens:      r.TotalTokens,
+		},
+	}
+}
