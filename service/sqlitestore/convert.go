@@ -1,0 +1,101 @@
+package sqlitestore
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/llmproxy/llmproxy/gen/sqlitedb"
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// SQLite stores times as UTC unix milliseconds.
+func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+func fromMillisPtr(ms *int64) *time.Time {
+	if ms == nil {
+		return nil
+	}
+	t := fromMillis(*ms)
+	return &t
+}
+
+// mapSlice converts every element; the result is never nil, so an empty
+// listing stays an empty list.
+func mapSlice[R, T any](rows []R, convert func(R) T) []T {
+	out := make([]T, len(rows))
+	for i, r := range rows {
+		out[i] = convert(r)
+	}
+	return out
+}
+
+func projectFromRow(r *sqlitedb.Project) *service.Project {
+	return &service.Project{
+		ID:               r.ID,
+		Name:             r.Name,
+		APIKeyCiphertext: r.ApiKeyCiphertext,
+		APIKeyHint:       r.ApiKeyHint,
+		IsActive:         r.IsActive,
+		CreatedAt:        fromMillis(r.CreatedAt),
+		UpdatedAt:        fromMillis(r.UpdatedAt),
+	}
+}
+
+func tokenFromRow(r *sqlitedb.Token) *service.Token {
+	return &service.Token{
+		ID:           r.ID,
+		ProjectID:    r.ProjectID,
+		SecretHash:   r.SecretHash,
+		TokenPrefix:  r.TokenPrefix,
+		ExpiresAt:    fromMillis(r.ExpiresAt),
+		MaxRequests:  r.MaxRequests,
+		RequestCount: r.RequestCount,
+		IsActive:     r.IsActive,
+		CreatedAt:    fromMillis(r.CreatedAt),
+		UpdatedAt:    fromMillis(r.UpdatedAt),
+		LastUsedAt:   fromMillisPtr(r.LastUsedAt),
+	}
+}
+
+func usageEventFromRow(r *sqlitedb.UsageEvent) *service.UsageEvent {
+	return &service.UsageEvent{
+		ID:               r.ID,
+		TokenID:          r.TokenID,
+		ProjectID:        r.ProjectID,
+		Method:           r.Method,
+		Path:             r.Path,
+		Model:            r.Model,
+		Status:           r.Status,
+		PromptTokens:     r.PromptTokens,
+		CompletionTokens: r.CompletionTokens,
+		TotalTokens:      r.TotalTokens,
+		LatencyMS:        r.LatencyMs,
+		CreatedAt:        fromMillis(r.CreatedAt),
+	}
+}
+
+func auditEventFromRow(r *sqlitedb.AuditEvent) *service.AuditEvent {
+	return &service.AuditEvent{
+		ID:        r.ID,
+		Actor:     r.Actor,
+		Action:    r.Action,
+		ProjectID: r.ProjectID,
+		TokenID:   r.TokenID,
+		Result:    r.Result,
+		Details:   json.RawMessage(r.Details),
+		CreatedAt: fromMillis(r.CreatedAt),
+	}
+}
+
+func modelUsageFromRow(r *sqlitedb.UsageTotalsByModelRow) service.ModelUsage {
+	return service.ModelUsage{
+		Model: r.Model,
+		UsageCounts: service.UsageCounts{
+			Requests:         r.Requests,
+			Errors:           r.Errors,
+			PromptTokens:     r.PromptTokens,
+			CompletionTokens: r.CompletionTokens,
+			TotalTokens:      r.TotalTokens,
+		},
+	}
+}

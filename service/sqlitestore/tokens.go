@@ -1,0 +1,123 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/llmproxy/llmproxy/gen/sqlitedb"
+	"github.com/llmproxy/llmproxy/service"
+)
+
+func (s *Store) TokenCreate(ctx context.Context, params *service.TokenCreateParams) (*service.Token, error) {
+	// One transaction, so that a refusal is explained by the project as the insert saw it.
+	return inTx(ctx, s, func(tx *Store) (*service.Token, error) {
+		row, err := tx.q.TokenCreate(ctx, tx.tx, &sqlitedb.TokenCreateParams{
+			ProjectID:   params.ProjectID,
+			SecretHash:  params.SecretHash,
+			TokenPrefix: params.TokenPrefix,
+			ExpiresAt:   params.ExpiresAt.UnixMilli(),
+			MaxRequests: params.MaxRequests,
+		})
+		if err == nil {
+			return tokenFromRow(row), nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, mapError(err)
+		}
+		// The insert refused: the project is missing (ErrNotFound) or inactive.
+		if _, err := tx.ProjectGetByID(ctx, params.ProjectID); err != nil {
+			return nil, err
+		}
+		return nil, service.ErrProjectInactive
+	})
+}
+
+func (s *Store) TokenGetByID(ctx context.Context, id int64) (*service.Token, error) {
+	row, err := s.q.TokenGetByID(ctx, s.reads(), id)
+	if err != nil {
+		return nil, mapError(err)
+	}
+	return tokenFromRow(row), nil
+}
+
+func (s *Store) TokenGetByHash(ctx context.Context, secretHash []byte) (*service.Token, error) {
+	row, err := s.q.TokenGetByHash(ctx, s.reads(), secretHash)
+	if err != nil {
+		return nil, mapError(err)
+	}
+	return tokenFromRow(row), nil
+}
+
+func (s *Store) TokenList(ctx context.Context, params *service.TokenListParams) ([]*service.Token, error) {
+	rows, err := s.q.TokenList(ctx, s.reads(), &sqlitedb.TokenListParams{
+		ProjectID: params.ProjectID,
+		AfterID:   params.AfterID,
+		MaxRows:   service.PageLimit(params.Limit),
+	})
+	if err != nil {
+		return nil, mapError(err)
+	}
+	return mapSlice(rows, tokenFromRow), nil
+}
+
+// TokenAdmit is on every proxied request: one UPDATE ... RETURNING decides,
+// and only a refusal costs the extra reads that explain it.
+func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error) {
+	row, err := s.q.TokenAdmit(ctx, s.writes(), id)
+	if err == nil {
+		return tokenFromRow(row), nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, mapError(err)
+	}
+	token, err := s.TokenGetByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	project, err := s.ProjectGetByID(ctx, token.ProjectID)
+	if err != nil {
+		return nil, err
+	}
+	return nil, service.AdmissionRefusal(token, project)
+}
+
+func (s *Store) TokenUpdate(ctx context.Context, params *service.TokenUpdateParams) (*service.Token, error) {
+	if params.IsActive == nil && !params.SetMaxRequests {
+		return s.TokenGetByID(ctx, params.ID)
+	}
+	return inTx(ctx, s, func(tx *Store) (*service.Token, error) {
+		var row *sqlitedb.Token
+		var err error
+		if params.IsActive != nil {
+			row, err = tx.q.TokenSetActive(ctx, tx.tx, &sqlitedb.TokenSetActiveParams{IsActive: *params.IsActive, ID: params.ID})
+			if err != nil {
+				return nil, mapError(err)
+			}
+		}
+		if params.SetMaxRequests {
+			row, err = tx.q.TokenSetMaxRequests(ctx, tx.tx, &sqlitedb.TokenSetMaxRequestsParams{MaxRequests: params.MaxRequests, ID: params.ID})
+			if err != nil {
+				return nil, mapError(err)
+			}
+		}
+		return tokenFromRow(row), nil
+	})
+}
+
+func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (*service.RevokeResult, error) {
+	return inTx(ctx, s, func(tx *Store) (*service.RevokeResult, error) {
+		if _, err := tx.ProjectGetByID(ctx, projectID); err != nil {
+			return nil, err
+		}
+		already, err := tx.q.TokenCountRevokedForProject(ctx, tx.tx, projectID)
+		if err != nil {
+			return nil, mapError(err)
+		}
+		revoked, err := tx.q.TokenRevokeAllForProject(ctx, tx.tx, projectID)
+		if err != nil {
+			return nil, mapError(err)
+		}
+		return &service.RevokeResult{RevokedCount: revoked, AlreadyRevokedCount: already}, nil
+	})
+}

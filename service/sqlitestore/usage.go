@@ -1,0 +1,112 @@
+package sqlitestore
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+
+	"github.com/llmproxy/llmproxy/gen/sqlitedb"
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// usageRow is one element of the JSON array UsageInsertBatch passes to
+// json_each; the keys are the column names.
+type usageRow struct {
+	TokenID          int64  `json:"token_id"`
+	ProjectID        int64  `json:"project_id"`
+	Method           string `json:"method"`
+	Path             string `json:"path"`
+	Model            string `json:"model"`
+	Status           int64  `json:"status"`
+	PromptTokens     int64  `json:"prompt_tokens"`
+	CompletionTokens int64  `json:"completion_tokens"`
+	TotalTokens      int64  `json:"total_tokens"`
+	LatencyMS        int64  `json:"latency_ms"`
+	CreatedAt        int64  `json:"created_at"`
+}
+
+// UsageInsertBatch writes the batch with one INSERT ... SELECT FROM json_each,
+// a single statement and so all or nothing, with one bound parameter however
+// many rows there are.
+func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
+	rows, err := json.Marshal(mapSlice(events, func(e *service.UsageEventCreateParams) usageRow {
+		return usageRow{
+			TokenID:          e.TokenID,
+			ProjectID:        e.ProjectID,
+			Method:           e.Method,
+			Path:             e.Path,
+			Model:            e.Model,
+			Status:           e.Status,
+			PromptTokens:     e.PromptTokens,
+			CompletionTokens: e.CompletionTokens,
+			TotalTokens:      e.TotalTokens,
+			LatencyMS:        e.LatencyMS,
+			CreatedAt:        e.CreatedAt.UnixMilli(),
+		}
+	}))
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.q.UsageInsertBatch(ctx, s.writes(), string(rows))
+	return n, mapError(err)
+}
+
+// UsageTotals reads the totals and the per-model rows from one snapshot, so
+// they always add up.
+func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*service.UsageTotals, error) {
+	since, until := service.UsageTimeRange(filter)
+	var totals service.UsageTotals
+	err := s.readTx(ctx, func(db sqlitedb.DBTX) error {
+		counts, err := s.q.UsageTotals(ctx, db, &sqlitedb.UsageTotalsParams{
+			ProjectID: filter.ProjectID,
+			TokenID:   filter.TokenID,
+			Since:     since.UnixMilli(),
+			Until:     until.UnixMilli(),
+		})
+		if err != nil {
+			return mapError(err)
+		}
+		byModel, err := s.q.UsageTotalsByModel(ctx, db, &sqlitedb.UsageTotalsByModelParams{
+			ProjectID: filter.ProjectID,
+			TokenID:   filter.TokenID,
+			Since:     since.UnixMilli(),
+			Until:     until.UnixMilli(),
+		})
+		if err != nil {
+			return mapError(err)
+		}
+		totals = service.UsageTotals{
+			UsageCounts: service.UsageCounts(*counts),
+			ByModel:     mapSlice(byModel, modelUsageFromRow),
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &totals, nil
+}
+
+func (s *Store) UsageList(ctx context.Context, params *service.UsageListParams) ([]*service.UsageEvent, error) {
+	rows, err := s.q.UsageList(ctx, s.reads(), &sqlitedb.UsageListParams{
+		ProjectID: params.ProjectID,
+		TokenID:   params.TokenID,
+		BeforeID:  beforeID(params.BeforeID),
+		MaxRows:   service.PageLimit(params.Limit),
+	})
+	if err != nil {
+		return nil, mapError(err)
+	}
+	return mapSlice(rows, usageEventFromRow), nil
+}
+
+// beforeID turns "from the newest" (0) into a bound every id is below.
+func beforeID(id int64) int64 {
+	if id == 0 {
+		return math.MaxInt64
+	}
+	return id
+}
