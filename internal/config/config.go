@@ -1,0 +1,165 @@
+// Package config reads llmproxy's configuration from the environment, as the
+// HTTP and configuration contract lists it, and checks every value at start.
+package config
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+
+	"github.com/llmproxy/llmproxy/internal/secrets"
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// Help describes every variable, for `llmproxy serve --help`.
+const Help = `Configuration (environment):
+  LISTEN_ADDR                  HTTP listen address (default :8080)
+  DB_DRIVER                    sqlite (default) or postgres
+  DATABASE_PATH                SQLite file (default ./data/llmproxy.db); its directory is created
+  DATABASE_URL                 Postgres URL; required when DB_DRIVER=postgres
+  DATABASE_POOL_SIZE           Postgres pool size (default 25)
+  DATABASE_MAX_IDLE_CONNS      Postgres idle connections kept (default 5)
+  DATABASE_CONN_MAX_LIFETIME   Postgres connection lifetime (default 5m)
+  UPSTREAM_URL                 upstream base URL, http or https (default https://api.openai.com);
+                               the request path /v1/... is appended unchanged
+  MANAGEMENT_TOKEN             Bearer secret for /manage/*; if unset, one is generated at start
+                               and printed once to stderr
+  ENCRYPTION_KEY               32 bytes, base64: encrypts upstream keys at rest and keys token
+                               hashes. If unset with SQLite, the key file llmproxy.key beside the
+                               database is used (created 0600 on first start: back it up). Required
+                               with Postgres.
+  LOG_LEVEL                    debug, info (default), warn or error; logs are JSON on stderr
+`
+
+// DefaultUpstreamURL is OpenAI's API.
+const DefaultUpstreamURL = "https://api.openai.com"
+
+// KeyFileName is the key file created beside the SQLite database when
+// ENCRYPTION_KEY is unset.
+const KeyFileName = "llmproxy.key"
+
+// Config is the validated configuration.
+type Config struct {
+	ListenAddr string
+	Storage    service.Config
+	Upstream   *url.URL
+
+	ManagementToken string
+	// ManagementTokenGenerated says MANAGEMENT_TOKEN was unset and the token
+	// was made up: the caller shows it once, or nobody could use the API.
+	ManagementTokenGenerated bool
+
+	Keys *secrets.Keys
+	// KeyFile is the key file used when ENCRYPTION_KEY is unset; KeyFileCreated
+	// says it was created now, so the caller warns that it must be kept.
+	KeyFile        string
+	KeyFileCreated bool
+
+	LogLevel slog.Level
+}
+
+// Load reads and checks the configuration. Every error names its variable
+// (several errors are joined) and never includes a secret's value. With
+// SQLite and no ENCRYPTION_KEY it reads or creates the key file, but only
+// once everything else is valid.
+func Load(getenv func(string) string) (*Config, error) {
+	c := &Config{ListenAddr: ":8080", LogLevel: slog.LevelInfo}
+	var errs []error
+	var err error
+
+	if v := getenv("LISTEN_ADDR"); v != "" {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			errs = append(errs, fmt.Errorf("LISTEN_ADDR=%q: want host:port, such as :8080 or 127.0.0.1:8080", v))
+		}
+		c.ListenAddr = v
+	}
+	if c.Storage, err = service.ConfigFromEnv(getenv); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Upstream, err = parseUpstream(getenv("UPSTREAM_URL")); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ManagementToken, c.ManagementTokenGenerated, err = managementToken(getenv("MANAGEMENT_TOKEN")); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogLevel, err = parseLogLevel(getenv("LOG_LEVEL")); err != nil {
+		errs = append(errs, err)
+	}
+	encoded := getenv("ENCRYPTION_KEY")
+	var master []byte
+	switch {
+	case encoded != "":
+		if master, err = secrets.ParseKey(encoded); err != nil {
+			// The value is a secret: say what is wrong, never what it is.
+			errs = append(errs, fmt.Errorf("ENCRYPTION_KEY: %w (want 32 random bytes in base64, e.g. from `openssl rand -base64 32`)", err))
+		}
+	case c.Storage.Driver == service.DriverPostgres:
+		errs = append(errs, errors.New("ENCRYPTION_KEY: required when DB_DRIVER=postgres (32 random bytes in base64, e.g. from `openssl rand -base64 32`)"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	if master == nil {
+		c.KeyFile = filepath.Join(filepath.Dir(c.Storage.SQLitePath), KeyFileName)
+		if master, c.KeyFileCreated, err = secrets.LoadOrCreateKeyFile(c.KeyFile); err != nil {
+			return nil, fmt.Errorf("ENCRYPTION_KEY: unset, and the %w", err)
+		}
+	}
+	if c.Keys, err = secrets.NewKeys(master); err != nil {
+		return nil, fmt.Errorf("ENCRYPTION_KEY: %w", err)
+	}
+	return c, nil
+}
+
+func parseUpstream(v string) (*url.URL, error) {
+	if v == "" {
+		v = DefaultUpstreamURL
+	}
+	u, err := url.Parse(v)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("UPSTREAM_URL=%q: malformed URL", v)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("UPSTREAM_URL=%q: want an absolute http:// or https:// URL", v)
+	case u.Host == "":
+		return nil, fmt.Errorf("UPSTREAM_URL=%q: no host", v)
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return nil, fmt.Errorf("UPSTREAM_URL=%q: want a base URL without credentials, query or fragment", v)
+	}
+	return u, nil
+}
+
+// managementToken returns the configured token or, when unset, a random one
+// with 256 bits of entropy.
+func managementToken(v string) (token string, generated bool, err error) {
+	if v == "" {
+		return "mgmt-" + rand.Text() + rand.Text(), true, nil
+	}
+	// A Bearer credential is one visible-ASCII word; anything else could never match.
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] > '~' {
+			return "", false, errors.New("MANAGEMENT_TOKEN: must be printable ASCII without spaces")
+		}
+	}
+	return v, false, nil
+}
+
+func parseLogLevel(v string) (slog.Level, error) {
+	switch strings.ToLower(v) {
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "debug":
+		return slog.LevelDebug, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", v)
+}
