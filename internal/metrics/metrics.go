@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/llmproxy/llmproxy/service"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -112,3 +113,21 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach Flush and deadlines (streaming).
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// DatabasePool registers the store's connection pool figures, read at scrape time.
+func (m *Metrics) DatabasePool(stats func() service.PoolStats) {
+	gauge := func(name, help string, read func(service.PoolStats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return read(stats()) })
+	}
+	counter := func(name, help string, read func(service.PoolStats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return read(stats()) })
+	}
+	m.Registry.MustRegister(
+		gauge("llmproxy_db_connections_max", "Database connections allowed.", func(s service.PoolStats) float64 { return float64(s.MaxOpen) }),
+		gauge("llmproxy_db_connections_open", "Database connections open.", func(s service.PoolStats) float64 { return float64(s.Open) }),
+		gauge("llmproxy_db_connections_in_use", "Database connections in use.", func(s service.PoolStats) float64 { return float64(s.InUse) }),
+		gauge("llmproxy_db_connections_idle", "Database connections idle.", func(s service.PoolStats) float64 { return float64(s.Idle) }),
+		counter("llmproxy_db_connection_waits_total", "Connection acquisitions that had to wait.", func(s service.PoolStats) float64 { return float64(s.WaitCount) }),
+		counter("llmproxy_db_connection_wait_seconds_total", "Time spent waiting for a connection.", func(s service.PoolStats) float64 { return s.WaitDuration.Seconds() }),
+	)
+}

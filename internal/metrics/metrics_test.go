@@ -6,6 +6,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/llmproxy/llmproxy/service"
 )
 
 func TestMiddlewareCountsByRoutePattern(t *testing.T) {
@@ -21,6 +24,7 @@ func TestMiddlewareCountsByRoutePattern(t *testing.T) {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
 	}
 	m.GaugeFunc("llmproxy_test_gauge", "test", func() float64 { return 42 })
+	m.DatabasePool(func() service.PoolStats { return service.PoolStats{MaxOpen: 25, InUse: 3, WaitDuration: 1500 * time.Millisecond} })
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -29,6 +33,9 @@ func TestMiddlewareCountsByRoutePattern(t *testing.T) {
 		`llmproxy_http_requests_total{code="418",method="GET",route="GET /items/{id}"} 2`,
 		`llmproxy_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
 		`llmproxy_test_gauge 42`,
+		`llmproxy_db_connections_max 25`,
+		`llmproxy_db_connections_in_use 3`,
+		`llmproxy_db_connection_wait_seconds_total 1.5`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(string(body), want) {
