@@ -11,16 +11,16 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/llmproxy/llmproxy/service"
-	_ "github.com/llmproxy/llmproxy/service/pgstore"
 	_ "github.com/llmproxy/llmproxy/service/sqlitestore"
 )
 
-const usage = `llmproxy: an OpenAI-compatible LLM API proxy
+const mainUsage = `llmproxy: an OpenAI-compatible LLM API proxy
 
 Usage:
   llmproxy serve                 run the proxy (configuration from the environment; see serve --help)
   llmproxy migrate <command>     apply|status|diff <name>|lint (see migrate --help)
+  llmproxy project <command>     create|list projects in the configured database (see project --help)
+  llmproxy token <command>       create|list|revoke tokens in the configured database (see token --help)
 
 Storage: DB_DRIVER=sqlite (default, DATABASE_PATH=./data/llmproxy.db) or
 DB_DRIVER=postgres with DATABASE_URL.
@@ -36,7 +36,7 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "llmproxy: %v\n", err)
 		if errors.Is(err, errUsage) {
-			fmt.Fprint(os.Stderr, "\n"+usage)
+			fmt.Fprint(os.Stderr, "\n"+mainUsage)
 			os.Exit(2)
 		}
 		os.Exit(1)
@@ -52,21 +52,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, args[1:], stdout, stderr)
+	case "project", "token":
+		return runAdmin(ctx, args[0], args[1:], os.Getenv, os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, mainUsage)
 		return nil
 	}
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
-}
-
-// openStore opens the configured store; SkipMigrate is for commands that
-// inspect or migrate the database themselves.
-func openStore(ctx context.Context, skipMigrate bool) (service.Store, service.Config, error) {
-	cfg, err := service.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		return nil, cfg, err
-	}
-	cfg.SkipMigrate = skipMigrate
-	store, err := service.Open(ctx, cfg)
-	return store, cfg, err
 }

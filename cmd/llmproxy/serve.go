@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,24 +10,37 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/llmproxy/llmproxy/internal/config"
+	"github.com/llmproxy/llmproxy/internal/manage"
+	"github.com/llmproxy/llmproxy/internal/metrics"
+	"github.com/llmproxy/llmproxy/internal/proxy"
+	"github.com/llmproxy/llmproxy/internal/server"
+	"github.com/llmproxy/llmproxy/internal/usage"
 	"github.com/llmproxy/llmproxy/service"
 )
 
-const serveHelp = `Usage: llmproxy serve
+const serveHelp = "Usage: llmproxy serve\n\n" + config.Help
 
-Configuration (environment):
-  LISTEN_ADDR                  HTTP listen address (default :8080)
-  DB_DRIVER                    sqlite (default) or postgres
-  DATABASE_PATH                SQLite file (default ./data/llmproxy.db); its directory is created
-  DATABASE_URL                 Postgres URL; required when DB_DRIVER=postgres
-  DATABASE_POOL_SIZE           Postgres pool size (default 25)
-  DATABASE_MAX_IDLE_CONNS      Postgres idle connections kept (default 5)
-  DATABASE_CONN_MAX_LIFETIME   Postgres connection lifetime (default 5m)
-`
+// Shutdown budget: in-flight requests (streams included) get drainTimeout
+// to finish; then the rest are cut off and get abortTimeout to record their
+// usage; then queued usage gets flushTimeout to reach the database.
+const (
+	openTimeout  = 30 * time.Second // connect and migrate
+	drainTimeout = 30 * time.Second
+	abortTimeout = 5 * time.Second
+	flushTimeout = 30 * time.Second
+)
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return serve(ctx, args, os.Getenv, stdout, stderr, nil)
+}
+
+// serve runs the proxy until ctx ends, then shuts down gracefully.
+// listening, if set, is told the address once the server accepts connections.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, listening func(net.Addr)) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -42,63 +54,121 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: serve takes no arguments", errUsage)
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, nil))
-	listenAddr := os.Getenv("LISTEN_ADDR")
-	if listenAddr == "" {
-		listenAddr = ":8080"
+
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if cfg.ManagementTokenGenerated {
+		// Shown once, as plain text, so the operator can copy it.
+		fmt.Fprintf(stderr, "MANAGEMENT_TOKEN is not set; the management API accepts this token until restart:\n\n    %s\n\n", cfg.ManagementToken)
+	}
+	if cfg.KeyFileCreated {
+		log.Warn("ENCRYPTION_KEY is not set: created a key file; back it up, stored upstream keys cannot be decrypted without it", "path", cfg.KeyFile)
+	} else if cfg.KeyFile != "" {
+		log.Info("ENCRYPTION_KEY is not set: using the key file", "path", cfg.KeyFile)
 	}
 
-	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	store, cfg, err := openStore(openCtx, false)
-	cancel()
+	store, err := openStore(ctx, cfg.Storage)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	log.Info("store open", "driver", cfg.Driver)
+	log.Info("store open", "driver", cfg.Storage.Driver)
 
-	ln, err := net.Listen("tcp", listenAddr)
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
-		return fmt.Errorf("LISTEN_ADDR=%q: %w", listenAddr, err)
+		return fmt.Errorf("LISTEN_ADDR=%q: %w", cfg.ListenAddr, err)
 	}
+
+	m := metrics.New()
+	recorder := usage.NewRecorder(store, usage.Options{Logger: log})
+	m.GaugeFunc("llmproxy_usage_queue_depth", "Usage events accepted but not yet written to the database.",
+		func() float64 { return float64(recorder.Depth()) })
+	if pool, ok := store.(service.PoolStatser); ok {
+		m.DatabasePool(pool.PoolStats)
+	}
+	handler := server.New(server.Options{
+		Store:   store,
+		Manager: manage.New(store, cfg.Keys, log),
+		Metrics: m,
+		Proxy: proxy.New(proxy.Options{
+			Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
+		}),
+		ManagementToken: cfg.ManagementToken,
+		Logger:          log,
+	})
+	// Handlers are counted so that shutdown flushes usage only after the
+	// last one, even one cut off mid-stream, has recorded its request.
+	var inflight sync.WaitGroup
 	srv := &http.Server{
-		Handler:           healthHandler(store),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			inflight.Add(1)
+			defer inflight.Done()
+			handler.ServeHTTP(w, r)
+		}),
+		// No WriteTimeout: it would cut long streams. Slow clients are bounded
+		// by the header timeout and idle connections by IdleTimeout.
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("listening", "addr", ln.Addr().String())
+	log.Info("listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.String())
+	if listening != nil {
+		listening(ln.Addr())
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	var serveErr error
 	select {
-	case err := <-errc:
-		return err
+	case serveErr = <-errc:
+		log.Error("server stopped", "err", serveErr)
 	case <-ctx.Done():
+		log.Info("shutting down: draining in-flight requests", "timeout", drainTimeout.String())
 	}
-	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	return errors.Join(serveErr, shutdown(context.WithoutCancel(ctx), log, srv, &inflight, recorder))
+}
+
+// shutdown stops accepting, lets in-flight requests finish (cutting off
+// those still running after drainTimeout) and flushes the usage queue.
+func shutdown(ctx context.Context, log *slog.Logger, srv *http.Server, inflight *sync.WaitGroup, recorder *usage.Recorder) error {
+	drainCtx, cancel := context.WithTimeout(ctx, drainTimeout)
+	err := srv.Shutdown(drainCtx)
+	cancel()
+	if err != nil {
+		log.Warn("in-flight requests did not finish in time; cutting them off", "err", err)
+		_ = srv.Close() // cancels the requests' contexts, which ends their upstream calls
+	}
+	done := make(chan struct{})
+	go func() { inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(abortTimeout):
+		log.Error("requests still running after being cut off; their usage may be lost")
+	}
+
+	flushCtx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
-	return srv.Shutdown(shutdownCtx)
+	if err := recorder.Close(flushCtx); err != nil {
+		return fmt.Errorf("flush usage: %w", err)
+	}
+	log.Info("shutdown complete")
+	return nil
 }
 
-// healthHandler serves /health (the process is up) and /ready (the database answers).
-func healthHandler(store service.Store) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := store.Ping(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "database unreachable", "code": "database_unavailable"})
-			return
+// openStore opens (and migrates) the configured database; its errors name
+// the variable that locates it.
+func openStore(ctx context.Context, cfg service.Config) (service.Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, openTimeout)
+	defer cancel()
+	store, err := service.Open(ctx, cfg)
+	if err != nil {
+		variable := "DATABASE_PATH"
+		if cfg.Driver == service.DriverPostgres {
+			variable = "DATABASE_URL"
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
-	return mux
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+		return nil, fmt.Errorf("%s: %w", variable, err)
+	}
+	return store, nil
 }

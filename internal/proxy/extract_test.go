@@ -1,0 +1,263 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestParseRequest(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("é", maxModelLen) // 2 bytes each
+	for _, c := range []struct {
+		name, body string
+		want       requestFields
+	}{
+		{"Chat", `{"model":"gpt-4o","messages":[]}`, requestFields{Model: "gpt-4o"}},
+		{"Stream", ` {"stream":true,"model":"m"}`, requestFields{Model: "m", Stream: true}},
+		{"NoModel", `{"input":"x"}`, requestFields{}},
+		{"Empty", ``, requestFields{}},
+		{"NotJSON", `model=gpt-4o`, requestFields{}},
+		{"Array", `[{"model":"m"}]`, requestFields{}},
+		{"Truncated", `{"model":"m","messages":[`, requestFields{}},
+		{"ModelNotAString", `{"model":42,"stream":true}`, requestFields{Stream: true}},
+		{"StreamNotABool", `{"model":"m","stream":"yes"}`, requestFields{Model: "m"}},
+		{"LongModelClippedOnACharacter", `{"model":"` + long + `"}`, requestFields{Model: long[:maxModelLen]}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			if got := parseRequest([]byte(c.body)); got != c.want {
+				t.Errorf("parseRequest(%s) = %+v, want %+v", c.body, got, c.want)
+			}
+		})
+	}
+}
+
+func FuzzParseRequest(f *testing.F) {
+	for _, seed := range []string{
+		`{"model":"gpt-4o","stream":true}`, `{"model":null}`, ` {"model":"m"} `, `{"model":"m"}{}`, `[]`, ``,
+	} {
+		f.Add([]byte(seed), "gpt-4o", false)
+	}
+	f.Add([]byte(`{"model":"a\u00e9\ud800"}`), strings.Repeat("ü", 150), true)
+	f.Fuzz(func(t *testing.T, body []byte, model string, stream bool) {
+		// Any body: no panic, a bounded model, nothing from invalid JSON.
+		got := parseRequest(body)
+		if len(got.Model) > maxModelLen {
+			t.Fatalf("model of %d bytes, limit %d", len(got.Model), maxModelLen)
+		}
+		if !json.Valid(body) && got != (requestFields{}) {
+			t.Fatalf("parseRequest(%q) = %+v from invalid JSON", body, got)
+		}
+
+		// A body an SDK would send: the fields come back, clipped.
+		sent, err := json.Marshal(map[string]any{"messages": []any{body}, "model": model, "stream": stream})
+		if err != nil {
+			t.Fatal(err)
+		}
+		model = string([]rune(model)) // each invalid byte becomes U+FFFD, as Marshal sends it
+		got = parseRequest(sent)
+		if want := (requestFields{Model: clipModel(model), Stream: stream}); got != want {
+			t.Fatalf("parseRequest(%s) = %+v, want %+v", sent, got, want)
+		}
+		if !utf8.ValidString(got.Model) {
+			t.Fatalf("clipping split a character: %q", got.Model)
+		}
+	})
+}
+
+// openAIStream is a Chat Completions stream with stream_options.include_usage.
+const openAIStream = `data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":"the \"usage\": {"}}],"usage":null}
+
+data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}
+
+data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}
+
+data: [DONE]
+
+`
+
+func TestSSEParser(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, model, stream string
+		want                usageResult
+	}{
+		{"OpenAI", "", openAIStream, usageResult{model: "gpt-4o-2024-08-06", prompt: 12, completion: 30, total: 42}},
+		{"RequestModelWins", "gpt-4o", openAIStream, usageResult{model: "gpt-4o", prompt: 12, completion: 30, total: 42}},
+		{"CRLF", "", strings.ReplaceAll(openAIStream, "\n", "\r\n"), usageResult{model: "gpt-4o-2024-08-06", prompt: 12, completion: 30, total: 42}},
+		{"NoUsage", "", "data: {\"model\":\"m\",\"usage\":null}\n\ndata: [DONE]\n\n", usageResult{model: "m"}},
+		{"DataSplitOverLines", "m", "event: message\nid: 7\n: a comment\ndata: {\"usage\":\ndata: {\"prompt_tokens\":1,\ndata:\"completion_tokens\":2}}\n\n",
+			usageResult{model: "m", prompt: 1, completion: 2, total: 3}},
+		{"NoFinalBlankLine", "m", `data: {"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`,
+			usageResult{model: "m", prompt: 5, completion: 1, total: 6}},
+		{"ResponsesAPI", "", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-5\",\"usage\":null}}\n\n" +
+			"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-5\",\"usage\":{\"input_tokens\":8,\"output_tokens\":4,\"total_tokens\":12}}}\n\n",
+			usageResult{model: "gpt-5", prompt: 8, completion: 4, total: 12}},
+		{"OversizedEventSkipped", "m", "data: {\"usage\":{\"prompt_tokens\":1,\"x\":\"" + strings.Repeat("a", maxEventBytes) + "\"}}\n\n" +
+			"data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2}}\n\n", usageResult{model: "m", prompt: 2, completion: 2, total: 4}},
+		{"NotJSON", "m", "data: hello\n\ndata: {\"usage\":{\"total_tokens\":\n\n", usageResult{model: "m"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			p := &sseParser{result: usageResult{model: c.model}}
+			p.Write([]byte(c.stream))
+			if got := p.Finish(); got != c.want {
+				t.Errorf("whole stream: %+v, want %+v", got, c.want)
+			}
+			// Byte by byte, as a slow network could deliver it.
+			p = &sseParser{result: usageResult{model: c.model}}
+			for i := range len(c.stream) {
+				p.Write([]byte{c.stream[i]})
+			}
+			if got := p.Finish(); got != c.want {
+				t.Errorf("byte by byte: %+v, want %+v", got, c.want)
+			}
+		})
+	}
+}
+
+func FuzzSSEParser(f *testing.F) {
+	f.Add([]byte(openAIStream), uint16(10), uint16(200))
+	f.Add([]byte("data: {\"usage\":\r\ndata: {}}\r\n\r\n"), uint16(3), uint16(9))
+	f.Add([]byte("data:{\"model\":\"x\",\"usage\" : {\"input_tokens\":1}}\n\n"), uint16(0), uint16(1))
+	f.Fuzz(func(t *testing.T, stream []byte, cut1, cut2 uint16) {
+		whole := &sseParser{}
+		whole.Write(stream)
+		want := whole.Finish()
+
+		// However the stream is split, the result is the same.
+		i := min(int(cut1), len(stream))
+		j := min(max(int(cut2), i), len(stream))
+		split := &sseParser{}
+		split.Write(stream[:i])
+		split.Write(stream[i:j])
+		split.Write(stream[j:])
+		if got := split.Finish(); got != want {
+			t.Fatalf("split at %d and %d: %+v, whole: %+v", i, j, got, want)
+		}
+		if len(want.model) > maxModelLen {
+			t.Fatalf("model of %d bytes", len(want.model))
+		}
+	})
+}
+
+func TestHasUsageObject(t *testing.T) {
+	t.Parallel()
+	for data, want := range map[string]bool{
+		`{"usage":{"total_tokens":1}}`:                true,
+		`{"usage" :  {}}`:                             true,
+		`{"usage":null}`:                              false,
+		`{"content":"\"usage\":{"}`:                   false,
+		`{"role":"usage","x":{}}`:                     false,
+		`{"a":"usage","usage":null,"b":{"usage":{}}}`: true, // nested: add decides
+		`"usage"`: false,
+	} {
+		if got := hasUsageObject([]byte(data)); got != want {
+			t.Errorf("hasUsageObject(%s) = %v, want %v", data, got, want)
+		}
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	t.Parallel()
+	for header, want := range map[string]bool{
+		"gzip":                   true,
+		"br, gzip;q=0.8":         true,
+		"GZIP":                   true,
+		"*":                      true,
+		"gzip;q=0, br":           false,
+		"gzip; q=0.000":          false,
+		"br, deflate":            false,
+		"identity":               false,
+		"x-gzip-like, gzipfoo":   false,
+		"deflate, gzip ; q=0.5 ": true,
+	} {
+		if got := acceptsGzip([]string{header}); got != want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", header, got, want)
+		}
+	}
+}
+
+func TestRemoveHopHeaders(t *testing.T) {
+	t.Parallel()
+	h := http.Header{
+		"Connection":        {"X-A, x-b", " close"},
+		"X-A":               {"1"},
+		"X-B":               {"2"},
+		"Te":                {"trailers"},
+		"Transfer-Encoding": {"chunked"},
+		"Content-Type":      {"application/json"},
+		"Authorization":     {"Bearer x"},
+	}
+	removeHopHeaders(h)
+	want := http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer x"}}
+	if len(h) != len(want) || h.Get("Content-Type") != "application/json" || h.Get("Authorization") != "Bearer x" {
+		t.Errorf("after removeHopHeaders: %v, want %v", h, want)
+	}
+}
+
+func TestDecodeGzip(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write([]byte(`{"usage":{}}`))
+	zw.Close()
+	if got := decode(buf.Bytes(), "gzip"); string(got) != `{"usage":{}}` {
+		t.Errorf("decode(gzip) = %q", got)
+	}
+	for _, enc := range []string{"br", "deflate"} {
+		if got := decode(buf.Bytes(), enc); got != nil {
+			t.Errorf("decode(%s) = %q, want nil", enc, got)
+		}
+	}
+	if got := decode([]byte("not gzip"), "gzip"); got != nil {
+		t.Errorf("decode of corrupt gzip = %q, want nil", got)
+	}
+}
+
+// streamOf is an OpenAI stream of n content events and a usage event.
+func streamOf(n int) []byte {
+	var buf bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&buf, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"token %d "},"finish_reason":null}],"usage":null}`+"\n\n", i)
+	}
+	buf.WriteString(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":100,"total_tokens":112}}` + "\n\ndata: [DONE]\n\n")
+	return buf.Bytes()
+}
+
+// BenchmarkSSEParser feeds a 100-event stream in 512-byte pieces, about
+// what a network read delivers.
+func BenchmarkSSEParser(b *testing.B) {
+	stream := streamOf(100)
+	want := usageResult{model: "gpt-4o", prompt: 12, completion: 100, total: 112}
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		p := &sseParser{}
+		for rest := stream; len(rest) > 0; {
+			n := min(512, len(rest))
+			p.Write(rest[:n])
+			rest = rest[n:]
+		}
+		if got := p.Finish(); got != want {
+			b.Fatalf("got %+v, want %+v", got, want)
+		}
+	}
+}
+
+func BenchmarkParseRequest(b *testing.B) {
+	body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hi."}],"stream":false}`)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if parseRequest(body).Model != "gpt-4o" {
+			b.Fatal("no model")
+		}
+	}
+}

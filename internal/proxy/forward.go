@@ -1,0 +1,268 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// maxCaptureBytes bounds the copy of a JSON response kept to read its
+// usage; a larger response is forwarded in full but records no token counts.
+const maxCaptureBytes = 8 << 20
+
+// hopHeaders apply to one connection only (RFC 9110 section 7.6.1), so a
+// proxy drops them, along with those the Connection header names.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		delete(h, name)
+	}
+}
+
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
+var captureBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// forward sends the admitted request upstream and copies the answer back,
+// filling ev's status and usage. aborted means the upstream broke off
+// mid-body while the client was still there: the caller must then abort
+// the client's connection (panic(http.ErrAbortHandler)), so the client sees
+// an incomplete response instead of a short one that looks whole.
+func (h *handler) forward(w http.ResponseWriter, r *http.Request, ev *service.UsageEventCreateParams, body []byte, stream bool, apiKey string) (aborted bool) {
+	ctx := r.Context()
+	out := r.Clone(ctx)
+	out.RequestURI, out.Host, out.Close = "", "", false
+	out.TransferEncoding, out.Trailer = nil, nil
+	h.setTarget(out.URL, r.URL)
+	if len(body) == 0 {
+		out.Body, out.ContentLength, out.GetBody = http.NoBody, 0, nil
+	} else {
+		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		// Lets the transport resend on a kept-alive connection that the
+		// upstream closed before reading anything.
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	removeHopHeaders(out.Header)
+	// The body is already read, so the upstream has nothing to wait for.
+	out.Header.Del("Expect")
+	out.Header.Set("Authorization", "Bearer "+apiKey)
+	limitAcceptEncoding(out.Header, stream)
+
+	sent := time.Now()
+	resp, err := h.transport.RoundTrip(out)
+	if err != nil {
+		if ctx.Err() != nil {
+			ev.Status = statusClientClosed
+			w.WriteHeader(statusClientClosed)
+			return false
+		}
+		h.log.Warn("proxy: upstream request failed", "error", err, "path", r.URL.Path)
+		h.observeUpstream(http.StatusBadGateway, time.Since(sent))
+		ev.Status = http.StatusBadGateway
+		errUpstreamUnavailable.write(w)
+		return false
+	}
+	defer resp.Body.Close()
+	h.observeUpstream(resp.StatusCode, time.Since(sent))
+	ev.Status = int64(resp.StatusCode)
+
+	removeHopHeaders(resp.Header)
+	dst := w.Header()
+	for name, values := range resp.Header {
+		dst[name] = values
+	}
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		dst["Content-Type"] = nil // no sniffing: the upstream's headers pass unchanged
+	}
+	w.WriteHeader(resp.StatusCode)
+
+	result, broken := h.copyResponse(w, resp, usageResult{model: ev.Model})
+	ev.Model = result.model
+	ev.PromptTokens, ev.CompletionTokens, ev.TotalTokens = result.prompt, result.completion, result.total
+	if broken && ctx.Err() == nil {
+		h.log.Warn("proxy: upstream response broke off", "path", r.URL.Path, "status", resp.StatusCode)
+		return true
+	}
+	return false
+}
+
+// setTarget points u (a copy of the client's URL) at the upstream: its
+// scheme and host, its base path followed by the request path unchanged,
+// and the request's query. Credentials go in Authorization, never the URL.
+func (h *handler) setTarget(u, in *url.URL) {
+	u.Scheme, u.Host, u.User, u.Opaque, u.Fragment, u.RawFragment = h.scheme, h.host, nil, "", "", ""
+	u.Path = h.basePath + in.Path
+	u.RawPath = ""
+	if h.baseHasRawPath || in.RawPath != "" {
+		u.RawPath = h.baseRawPath + in.EscapedPath()
+	}
+}
+
+// copyResponse streams the body to the client and reads the usage as it
+// passes. An event stream, or a body of unknown length, is flushed piece by
+// piece so the client sees each as soon as the upstream sends it. broken
+// reports that reading from the upstream failed before the end.
+func (h *handler) copyResponse(w http.ResponseWriter, resp *http.Response, result usageResult) (_ usageResult, broken bool) {
+	media := mediaType(resp.Header.Get("Content-Type"))
+	encoding := resp.Header.Get("Content-Encoding")
+	isStream := media == "text/event-stream"
+
+	var rc *http.ResponseController
+	if isStream || resp.ContentLength < 0 {
+		rc = http.NewResponseController(w)
+		rc.Flush() // the headers, before a slow first event
+	}
+	var sse *sseParser
+	var capture *bytes.Buffer
+	switch {
+	case isStream && (encoding == "" || strings.EqualFold(encoding, "identity")):
+		sse = &sseParser{result: result}
+	case isJSON(media) && resp.ContentLength <= maxCaptureBytes:
+		capture = captureBuffers.Get().(*bytes.Buffer)
+		defer releaseCapture(capture)
+	}
+	overflow := false
+
+	bufp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bufp)
+	buf := *bufp
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				break // the client left; its context cancels the upstream request
+			}
+			if rc != nil {
+				rc.Flush()
+			}
+			switch {
+			case sse != nil:
+				sse.Write(buf[:n])
+			case capture != nil && !overflow:
+				if overflow = capture.Len()+n > maxCaptureBytes; !overflow {
+					capture.Write(buf[:n])
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			broken = true
+			break
+		}
+	}
+
+	switch {
+	case sse != nil:
+		return sse.Finish(), broken
+	case capture != nil && !overflow && !broken:
+		if doc := decode(capture.Bytes(), encoding); doc != nil {
+			result.add(doc)
+		}
+	}
+	return result, broken
+}
+
+func releaseCapture(b *bytes.Buffer) {
+	if b.Cap() <= 1<<20 { // keep the pool from holding on to rare huge bodies
+		b.Reset()
+		captureBuffers.Put(b)
+	}
+}
+
+// decode undoes the content encodings the proxy lets through (see
+// limitAcceptEncoding); nil means it cannot be read.
+func decode(body []byte, encoding string) []byte {
+	switch {
+	case encoding == "" || strings.EqualFold(encoding, "identity"):
+		return body
+	case strings.EqualFold(encoding, "gzip"):
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil
+		}
+		plain, err := io.ReadAll(io.LimitReader(zr, maxCaptureBytes+1))
+		if err != nil || len(plain) > maxCaptureBytes {
+			return nil
+		}
+		return plain
+	}
+	return nil
+}
+
+// mediaType is a Content-Type without its parameters, in lower case.
+func mediaType(contentType string) string {
+	t, _, _ := strings.Cut(contentType, ";")
+	return strings.ToLower(strings.TrimSpace(t))
+}
+
+func isJSON(mediaType string) bool {
+	return mediaType == "application/json" || strings.HasSuffix(mediaType, "+json")
+}
+
+// limitAcceptEncoding leaves the upstream only an encoding the proxy can
+// read usage from: gzip, if the client accepts it, for JSON answers, and
+// none for streams, which are read event by event as they pass.
+func limitAcceptEncoding(h http.Header, stream bool) {
+	values, ok := h["Accept-Encoding"]
+	if !ok {
+		return
+	}
+	if !stream && acceptsGzip(values) {
+		h.Set("Accept-Encoding", "gzip")
+		return
+	}
+	delete(h, "Accept-Encoding")
+}
+
+// acceptsGzip reads Accept-Encoding values: gzip (or *) listed without q=0.
+func acceptsGzip(values []string) bool {
+	for _, v := range values {
+		for item := range strings.SplitSeq(v, ",") {
+			name, params, _ := strings.Cut(item, ";")
+			name = strings.TrimSpace(name)
+			if !strings.EqualFold(name, "gzip") && name != "*" {
+				continue
+			}
+			if !refused(params) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// refused reports whether an Accept-Encoding item's parameters say q=0.
+func refused(params string) bool {
+	for p := range strings.SplitSeq(params, ";") {
+		key, value, _ := strings.Cut(strings.TrimSpace(p), "=")
+		if strings.EqualFold(strings.TrimSpace(key), "q") {
+			q, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+			return err == nil && q == 0
+		}
+	}
+	return false
+}

@@ -1,0 +1,576 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmproxy/llmproxy/internal/secrets"
+	"github.com/llmproxy/llmproxy/internal/upstreamtest"
+	"github.com/llmproxy/llmproxy/service"
+)
+
+func TestRefusals(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		const maxBody = 4096
+		e := newEnv(t, b, envOptions{maxRequestBytes: maxBody})
+		project, _ := e.project(t)
+
+		// A case builds its request and returns the token it uses (nil for
+		// none) and the request_count that token must have afterwards.
+		type built struct {
+			req   *http.Request
+			token *service.Token
+			count int64
+		}
+		chatRequest := func(t *testing.T, secret string) *http.Request {
+			return e.request(t, http.MethodPost, "/v1/chat/completions", secret, strings.NewReader(chatBody))
+		}
+		withAuthorization := func(header string) func(t *testing.T) built {
+			return func(t *testing.T) built {
+				req := chatRequest(t, "")
+				if header != "" {
+					req.Header.Set("Authorization", header)
+				}
+				return built{req: req}
+			}
+		}
+		withToken := func(o tokenOptions, change func(t *testing.T, tok *service.Token)) func(t *testing.T) built {
+			return func(t *testing.T) built {
+				tok, secret := e.token(t, project.ID, o)
+				if change != nil {
+					change(t, tok)
+				}
+				return built{req: chatRequest(t, secret), token: tok}
+			}
+		}
+		unknown, _ := secrets.NewToken()
+		cases := []struct {
+			name      string
+			build     func(t *testing.T) built
+			status    int
+			typ, code string
+		}{
+			{"MissingAuthorization", withAuthorization(""), 401, "authentication_error", "invalid_token"},
+			{"NotBearer", withAuthorization("Basic dXNlcjpwYXNz"), 401, "authentication_error", "invalid_token"},
+			{"Malformed", withAuthorization("Bearer not-a-token"), 401, "authentication_error", "invalid_token"},
+			{"Unknown", withAuthorization("Bearer " + unknown), 401, "authentication_error", "invalid_token"},
+			{"Expired", withToken(tokenOptions{expiresAt: time.Now().Add(-time.Minute)}, nil),
+				401, "authentication_error", "token_expired"},
+			{"Revoked", withToken(tokenOptions{}, func(t *testing.T, tok *service.Token) {
+				if _, err := e.store.TokenUpdate(t.Context(), &service.TokenUpdateParams{ID: tok.ID, IsActive: new(false)}); err != nil {
+					t.Fatalf("TokenUpdate: %v", err)
+				}
+			}), 401, "authentication_error", "token_revoked"},
+			{"ProjectInactive", func(t *testing.T) built {
+				p, _ := e.project(t)
+				tok, secret := e.token(t, p.ID, tokenOptions{})
+				if _, err := e.store.ProjectUpdate(t.Context(), &service.ProjectUpdateParams{ID: p.ID, IsActive: new(false)}); err != nil {
+					t.Fatalf("ProjectUpdate: %v", err)
+				}
+				return built{req: chatRequest(t, secret), token: tok}
+			}, 403, "permission_error", "project_inactive"},
+			{"LimitReached", func(t *testing.T) built {
+				tok, secret := e.token(t, project.ID, tokenOptions{maxRequests: 1})
+				if resp, body := e.do(t, chatRequest(t, secret)); resp.StatusCode != http.StatusOK {
+					t.Fatalf("first request: status %d, body %s", resp.StatusCode, body)
+				}
+				return built{req: chatRequest(t, secret), token: tok, count: 1}
+			}, 429, "rate_limit_error", "request_limit_exceeded"},
+			{"BodyTooLarge", func(t *testing.T) built {
+				tok, secret := e.token(t, project.ID, tokenOptions{})
+				req := e.request(t, http.MethodPost, "/v1/chat/completions", secret, bytes.NewReader(make([]byte, maxBody+1)))
+				return built{req: req, token: tok}
+			}, 413, "invalid_request_error", "body_too_large"},
+			{"BodyTooLargeChunked", func(t *testing.T) built {
+				tok, secret := e.token(t, project.ID, tokenOptions{})
+				// A reader of unknown length makes the client send it chunked.
+				body := io.MultiReader(strings.NewReader(`{"model":"`), strings.NewReader(strings.Repeat("x", maxBody)))
+				return built{req: e.request(t, http.MethodPost, "/v1/chat/completions", secret, body), token: tok}
+			}, 413, "invalid_request_error", "body_too_large"},
+		}
+		t.Run("Cases", func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					t.Parallel()
+					bc := c.build(t)
+					resp, body := e.do(t, bc.req)
+					assertAPIError(t, resp, body, c.status, c.typ, c.code)
+					if c.status == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == "" {
+						t.Error("401 without WWW-Authenticate")
+					}
+					if bc.token != nil {
+						if got := e.requestCount(t, bc.token.ID); got != bc.count {
+							t.Errorf("request_count = %d after the refusal, want %d", got, bc.count)
+						}
+					}
+				})
+			}
+		})
+		// Only LimitReached's first request reached the upstream.
+		if n := e.upstream.Count(); n != 1 {
+			t.Errorf("upstream received %d requests, want 1", n)
+		}
+		if events := e.usageEvents(t); len(events) != 1 {
+			t.Errorf("%d usage events, want 1 (refusals record none)", len(events))
+		}
+	})
+}
+
+// unavailableStore fails token lookups as a database that cannot be reached does.
+type unavailableStore struct{ service.Store }
+
+func (unavailableStore) TokenGetByHash(context.Context, []byte) (*service.Token, error) {
+	return nil, fmt.Errorf("%w: connection refused", service.ErrUnavailable)
+}
+
+// brokenStore fails token lookups with an error the proxy does not expect.
+type brokenStore struct{ service.Store }
+
+func (brokenStore) TokenGetByHash(context.Context, []byte) (*service.Token, error) {
+	return nil, fmt.Errorf("disk I/O error, at /secret/path")
+}
+
+func TestStoreFailures(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for _, c := range []struct {
+			name      string
+			wrap      func(service.Store) service.Store
+			status    int
+			code      string
+			forbidden string // must not leak into the answer
+		}{
+			{"Unavailable", func(s service.Store) service.Store { return unavailableStore{s} }, 503, "database_unavailable", "connection refused"},
+			{"Internal", func(s service.Store) service.Store { return brokenStore{s} }, 500, "internal_error", "/secret/path"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				e := newEnv(t, b, envOptions{wrapStore: c.wrap})
+				_, secret, _ := e.newToken(t)
+				resp, body := e.chat(t, secret)
+				assertAPIError(t, resp, body, c.status, "api_error", c.code)
+				if bytes.Contains(body, []byte(c.forbidden)) {
+					t.Errorf("error body %s leaks the cause", body)
+				}
+				if n := e.upstream.Count(); n != 0 {
+					t.Errorf("upstream received %d requests, want 0", n)
+				}
+			})
+		}
+	})
+}
+
+func TestForwardsRequestAndResponse(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOptions{})
+		tok, secret, apiKey := e.newToken(t)
+		before := time.Now()
+
+		req := e.request(t, http.MethodPost, "/v1/chat/completions?x=1&y=a%2Fb", secret, strings.NewReader(chatBody))
+		req.Header.Set("X-Client", "kept")
+		req.Header.Set("Connection", "X-Named-By-Connection")
+		req.Header.Set("X-Named-By-Connection", "dropped")
+		req.Header.Set("Keep-Alive", "timeout=5")
+		req.Header.Set("Proxy-Authorization", "Basic c2VjcmV0")
+		req.Header.Set("Upgrade", "example/1")
+		req.Header.Set(upstreamtest.HeaderHop, "1")
+		resp, body := e.do(t, req)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d, body %s", resp.StatusCode, body)
+		}
+
+		reqs := e.upstream.Requests()
+		if len(reqs) != 1 {
+			t.Fatalf("upstream received %d requests, want 1", len(reqs))
+		}
+		got := reqs[0]
+		if got.Method != http.MethodPost || got.Path != "/v1/chat/completions" || got.RawQuery != "x=1&y=a%2Fb" {
+			t.Errorf("upstream saw %s %s?%s, want POST /v1/chat/completions?x=1&y=a%%2Fb", got.Method, got.Path, got.RawQuery)
+		}
+		if string(got.Body) != chatBody {
+			t.Errorf("upstream body = %s, want %s", got.Body, chatBody)
+		}
+		if auth := got.Header.Get("Authorization"); auth != "Bearer "+apiKey {
+			t.Errorf("upstream Authorization = %q, want the project's key", auth)
+		}
+		if v := got.Header.Get("X-Client"); v != "kept" {
+			t.Errorf("upstream X-Client = %q, want kept", v)
+		}
+		for _, name := range []string{"Connection", "X-Named-By-Connection", "Keep-Alive", "Proxy-Authorization", "Upgrade"} {
+			if v, ok := got.Header[name]; ok {
+				t.Errorf("hop-by-hop request header %s = %q reached the upstream", name, v)
+			}
+		}
+
+		// The answer is the upstream's: compare with asking it directly.
+		direct, err := http.NewRequest(http.MethodPost, e.upstream.URL+"/v1/chat/completions", strings.NewReader(chatBody))
+		if err != nil {
+			t.Fatal(err)
+		}
+		directResp, directBody := e.do(t, direct)
+		if !bytes.Equal(body, directBody) {
+			t.Errorf("proxied body %s differs from the upstream's %s", body, directBody)
+		}
+		if ct, want := resp.Header.Get("Content-Type"), directResp.Header.Get("Content-Type"); ct != want {
+			t.Errorf("Content-Type = %q, want the upstream's %q", ct, want)
+		}
+		if resp.Header.Get("X-Upstreamtest-Request") != "1" {
+			t.Errorf("upstream's own header missing: %v", resp.Header)
+		}
+		for _, name := range upstreamtest.HopHeaders {
+			if v, ok := resp.Header[name]; ok {
+				t.Errorf("hop-by-hop response header %s = %q reached the client", name, v)
+			}
+		}
+
+		events := e.usageEvents(t)
+		if len(events) != 1 {
+			t.Fatalf("%d usage events, want 1", len(events))
+		}
+		ev := events[0]
+		want := service.UsageEvent{
+			ID: ev.ID, TokenID: tok.ID, ProjectID: tok.ProjectID, Method: "POST", Path: "/v1/chat/completions",
+			Model: "gpt-test", Status: 200, PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18,
+			LatencyMS: ev.LatencyMS, CreatedAt: ev.CreatedAt,
+		}
+		if *ev != want {
+			t.Errorf("usage event = %+v, want %+v", *ev, want)
+		}
+		if ev.LatencyMS < 0 || ev.CreatedAt.Before(before.Truncate(time.Millisecond)) || ev.CreatedAt.After(time.Now()) {
+			t.Errorf("usage event latency %dms at %v, want a non-negative latency at a time during the test", ev.LatencyMS, ev.CreatedAt)
+		}
+		if n := e.requestCount(t, tok.ID); n != 1 {
+			t.Errorf("request_count = %d, want 1", n)
+		}
+	})
+}
+
+func TestUpstreamPathAndModel(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOptions{})
+		// Same fake upstream, reached through a base path.
+		based := newEnv(t, b, envOptions{upstreamURL: e.upstream.URL + "/base/"})
+		_, secret, _ := based.newToken(t)
+
+		resp, body := based.do(t, based.request(t, http.MethodGet, "/v1/models", secret, nil))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d, body %s", resp.StatusCode, body)
+		}
+		reqs := e.upstream.Requests()
+		if len(reqs) != 1 || reqs[0].Path != "/base/v1/models" || reqs[0].Method != http.MethodGet {
+			t.Fatalf("upstream received %+v, want one GET /base/v1/models", reqs)
+		}
+		events := based.usageEvents(t)
+		if len(events) != 1 || events[0].Model != upstreamtest.DefaultModel || events[0].Method != http.MethodGet {
+			t.Errorf("usage events %+v, want one GET with the model the response named", events)
+		}
+	})
+}
+
+func TestUpstreamErrorsPassThrough(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOptions{})
+		tok, secret, _ := e.newToken(t)
+		req := e.request(t, http.MethodPost, "/v1/chat/completions", secret, strings.NewReader(chatBody))
+		req.Header.Set(upstreamtest.HeaderStatus, "503")
+		resp, body := e.do(t, req)
+
+		direct, err := http.NewRequest(http.MethodPost, e.upstream.URL+"/v1/chat/completions", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		direct.Header.Set(upstreamtest.HeaderStatus, "503")
+		_, directBody := e.do(t, direct)
+		if resp.StatusCode != http.StatusServiceUnavailable || !bytes.Equal(body, directBody) {
+			t.Errorf("got %d %s, want the upstream's 503 %s unchanged", resp.StatusCode, body, directBody)
+		}
+		events := e.usageEvents(t)
+		if len(events) != 1 || events[0].Status != 503 || events[0].TokenID != tok.ID {
+			t.Errorf("usage events %+v, want one with status 503", events)
+		}
+	})
+}
+
+func TestGzipResponseUsage(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOptions{})
+		_, secret, _ := e.newToken(t)
+		req := e.request(t, http.MethodPost, "/v1/chat/completions", secret, strings.NewReader(chatBody))
+		req.Header.Set("Accept-Encoding", "br, gzip;q=0.8")
+		// The raw transport does not decompress: the test sees the bytes as sent.
+		resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.Header.Get("Content-Encoding") != "gzip" {
+			t.Fatalf("Content-Encoding = %q, want gzip", resp.Header.Get("Content-Encoding"))
+		}
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var completion struct {
+			Model string `json:"model"`
+		}
+		if err := json.NewDecoder(zr).Decode(&completion); err != nil || completion.Model != "gpt-test" {
+			t.Errorf("decoded body: model %q, error %v", completion.Model, err)
+		}
+		if ae := e.upstream.Requests()[0].Header.Get("Accept-Encoding"); ae != "gzip" {
+			t.Errorf("upstream Accept-Encoding = %q, want gzip only (what the proxy can read)", ae)
+		}
+		events := e.usageEvents(t)
+		if len(events) != 1 || events[0].TotalTokens != 18 || events[0].PromptTokens != 11 {
+			t.Errorf("usage events %+v, want token counts read from the gzipped body", events)
+		}
+	})
+}
+
+// readEvent reads one SSE event (up to its blank line) and returns its data.
+func readEvent(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	var data string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream: %v (after %q)", err, line)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			return data
+		}
+		if v, ok := strings.CutPrefix(line, "data: "); ok {
+			data += v
+		}
+	}
+}
+
+func TestStreamsEventsAsTheyArrive(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		hold := make(chan struct{})
+		e := newEnv(t, b, envOptions{upstream: upstreamtest.Options{Chunks: 2, HoldFinal: hold}})
+		tok, secret, _ := e.newToken(t)
+		req := e.request(t, http.MethodPost, "/v1/chat/completions", secret,
+			strings.NewReader(`{"model":"gpt-stream","stream":true}`))
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+			t.Fatalf("Content-Type = %q, want text/event-stream", ct)
+		}
+		r := bufio.NewReader(resp.Body)
+		// The upstream holds its last events until hold is closed, so these
+		// arrive while the upstream has not finished.
+		for i := 1; i <= 2; i++ {
+			if data := readEvent(t, r); !strings.Contains(data, fmt.Sprintf("part %d", i)) {
+				t.Fatalf("event %d = %s, want part %d", i, data, i)
+			}
+		}
+		close(hold)
+		if data := readEvent(t, r); !strings.Contains(data, `"usage":{"prompt_tokens":11`) {
+			t.Errorf("last event before [DONE] = %s, want the usage", data)
+		}
+		if data := readEvent(t, r); data != "[DONE]" {
+			t.Errorf("final event = %q, want [DONE]", data)
+		}
+		if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+			t.Errorf("after [DONE]: %q, %v", rest, err)
+		}
+		if ae, ok := e.upstream.Requests()[0].Header["Accept-Encoding"]; ok {
+			t.Errorf("stream request reached the upstream with Accept-Encoding %q; want none", ae)
+		}
+
+		events := e.usageEvents(t)
+		if len(events) != 1 {
+			t.Fatalf("%d usage events, want 1", len(events))
+		}
+		ev := events[0]
+		if ev.TokenID != tok.ID || ev.Model != "gpt-stream" || ev.Status != 200 ||
+			ev.PromptTokens != 11 || ev.CompletionTokens != 7 || ev.TotalTokens != 18 {
+			t.Errorf("usage event %+v, want gpt-stream, 200 and 11+7=18 tokens from the last event", *ev)
+		}
+	})
+}
+
+func TestClientDisconnectCancelsUpstream(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		hold := make(chan struct{}) // never closed: only the cancellation ends the stream
+		e := newEnv(t, b, envOptions{upstream: upstreamtest.Options{Chunks: 1, HoldFinal: hold}})
+		tok, secret, _ := e.newToken(t)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		req := e.request(t, http.MethodPost, "/v1/chat/completions", secret,
+			strings.NewReader(`{"model":"gpt-stream","stream":true}`)).WithContext(ctx)
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if data := readEvent(t, bufio.NewReader(resp.Body)); !strings.Contains(data, "part 1") {
+			t.Fatalf("first event = %s", data)
+		}
+		cancel()
+		select {
+		case <-e.upstream.Canceled():
+		case <-time.After(time.Minute):
+			t.Fatal("the upstream request was not cancelled after the client left")
+		}
+		events := e.usageEvents(t)
+		if len(events) != 1 || events[0].TokenID != tok.ID || events[0].Status != 200 || events[0].TotalTokens != 0 {
+			t.Errorf("usage events %+v, want one, status 200, no token counts", events)
+		}
+	})
+}
+
+func TestRequestLimitIsExactUnderConcurrency(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		const limit, clients = 50, 200
+		e := newEnv(t, b, envOptions{})
+		p, _ := e.project(t)
+		tok, secret := e.token(t, p.ID, tokenOptions{maxRequests: limit})
+
+		var (
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			statuses = map[int]int{}
+			start    = make(chan struct{})
+		)
+		for range clients {
+			wg.Go(func() {
+				req := e.request(t, http.MethodPost, "/v1/chat/completions", secret, strings.NewReader(chatBody))
+				<-start
+				resp, err := e.client.Do(req)
+				if err != nil {
+					t.Errorf("request: %v", err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mu.Lock()
+				statuses[resp.StatusCode]++
+				mu.Unlock()
+			})
+		}
+		close(start)
+		wg.Wait()
+
+		if statuses[http.StatusOK] != limit || statuses[http.StatusTooManyRequests] != clients-limit || len(statuses) != 2 {
+			t.Errorf("statuses %v, want %d × 200 and %d × 429", statuses, limit, clients-limit)
+		}
+		if n := e.upstream.Count(); n != limit {
+			t.Errorf("upstream received %d requests, want %d", n, limit)
+		}
+		if n := e.requestCount(t, tok.ID); n != limit {
+			t.Errorf("request_count = %d, want %d", n, limit)
+		}
+		if events := e.usageEvents(t); len(events) != limit {
+			t.Errorf("%d usage events, want %d", len(events), limit)
+		}
+	})
+}
+
+func TestStateChangesApplyToTheNextRequest(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOptions{})
+		ctx := t.Context()
+		expect := func(t *testing.T, secret string, status int, code string) {
+			t.Helper()
+			resp, body := e.chat(t, secret)
+			if status == http.StatusOK {
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d, body %s; want 200", resp.StatusCode, body)
+				}
+				return
+			}
+			assertAPIError(t, resp, body, status, map[int]string{401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}[status], code)
+		}
+
+		t.Run("RevokeToken", func(t *testing.T) {
+			tok, secret, _ := e.newToken(t)
+			expect(t, secret, 200, "")
+			if _, err := e.store.TokenUpdate(ctx, &service.TokenUpdateParams{ID: tok.ID, IsActive: new(false)}); err != nil {
+				t.Fatal(err)
+			}
+			expect(t, secret, 401, "token_revoked")
+		})
+		t.Run("RevokeAllForProject", func(t *testing.T) {
+			tok, secret, _ := e.newToken(t)
+			expect(t, secret, 200, "")
+			if _, err := e.store.TokenRevokeAllForProject(ctx, tok.ProjectID); err != nil {
+				t.Fatal(err)
+			}
+			expect(t, secret, 401, "token_revoked")
+		})
+		t.Run("DeactivateAndReactivateProject", func(t *testing.T) {
+			tok, secret, _ := e.newToken(t)
+			expect(t, secret, 200, "")
+			for _, active := range []bool{false, true} {
+				if _, err := e.store.ProjectUpdate(ctx, &service.ProjectUpdateParams{ID: tok.ProjectID, IsActive: &active}); err != nil {
+					t.Fatal(err)
+				}
+				if active {
+					expect(t, secret, 200, "")
+				} else {
+					expect(t, secret, 403, "project_inactive")
+				}
+			}
+		})
+		t.Run("LowerLimit", func(t *testing.T) {
+			tok, secret, _ := e.newToken(t)
+			expect(t, secret, 200, "")
+			if _, err := e.store.TokenUpdate(ctx, &service.TokenUpdateParams{ID: tok.ID, SetMaxRequests: true, MaxRequests: new(int64(1))}); err != nil {
+				t.Fatal(err)
+			}
+			expect(t, secret, 429, "request_limit_exceeded")
+		})
+		t.Run("NewProjectKey", func(t *testing.T) {
+			tok, secret, _ := e.newToken(t)
+			expect(t, secret, 200, "")
+			newKey := "sk-rotated-key"
+			if _, err := e.store.ProjectUpdate(ctx, &service.ProjectUpdateParams{ID: tok.ProjectID, APIKeyCiphertext: e.keys.Encrypt(newKey)}); err != nil {
+				t.Fatal(err)
+			}
+			expect(t, secret, 200, "")
+			reqs := e.upstream.Requests()
+			if auth := reqs[len(reqs)-1].Header.Get("Authorization"); auth != "Bearer "+newKey {
+				t.Errorf("after a key change the upstream saw %q, want the new key", auth)
+			}
+		})
+	})
+}
+
+func TestUpstreamUnreachable(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		// A loopback port nobody listens on any more.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		down := "http://" + l.Addr().String()
+		l.Close()
+		e := newEnv(t, b, envOptions{upstreamURL: down})
+		tok, secret, _ := e.newToken(t)
+		resp, body := e.chat(t, secret)
+		assertAPIError(t, resp, body, http.StatusBadGateway, "api_error", "upstream_unavailable")
+		if n := e.requestCount(t, tok.ID); n != 1 {
+			t.Errorf("request_count = %d, want 1 (the request was admitted)", n)
+		}
+		events := e.usageEvents(t)
+		if len(events) != 1 || events[0].Status != http.StatusBadGateway || events[0].Model != "gpt-test" {
+			t.Errorf("usage events %+v, want one with status 502 and the request's model", events)
+		}
+	})
+}

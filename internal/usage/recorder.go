@@ -1,0 +1,229 @@
+// Package usage writes usage events to the store in batches, off the
+// request path, without ever dropping one: the queue is bounded and a full
+// queue makes Record wait (back-pressure), and a batch that fails to write
+// is retried until Close's deadline.
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// ErrClosed is returned by Record once Close has begun, and by a Record
+// still waiting for queue space when Close gives up at its deadline.
+var ErrClosed = errors.New("usage recorder closed")
+
+// Options tune a Recorder; zero values take the defaults.
+type Options struct {
+	QueueSize     int           // events accepted but not yet written; default 10000
+	BatchSize     int           // most events per write; default 500
+	FlushInterval time.Duration // longest an event waits for its batch to fill; default 100ms
+	// RetryMin and RetryMax bound the pause between attempts to write a batch
+	// that failed; the pause doubles from RetryMin up to RetryMax. Defaults 50ms and 5s.
+	RetryMin, RetryMax time.Duration
+	Logger             *slog.Logger // default: discard
+}
+
+func (o *Options) setDefaults() {
+	if o.QueueSize <= 0 {
+		o.QueueSize = 10000
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = 100 * time.Millisecond
+	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = 50 * time.Millisecond
+	}
+	if o.RetryMax < o.RetryMin {
+		o.RetryMax = max(5*time.Second, o.RetryMin)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Recorder queues usage events and writes them with store.UsageInsertBatch
+// from a single goroutine.
+type Recorder struct {
+	store service.Store
+	opts  Options
+	queue chan *service.UsageEventCreateParams
+
+	// closed refuses new Records; senders counts Records in progress, so
+	// the queue is closed only after the last one has enqueued or given up.
+	mu      sync.RWMutex
+	closed  bool
+	senders sync.WaitGroup
+
+	pending atomic.Int64 // accepted (or waiting for queue space) and not yet written
+
+	// abort is closed when Close's deadline passes: the writer stops
+	// retrying and waiting Records give up. writeCtx ends with it, so a
+	// store call in progress is cut short too.
+	abort       chan struct{}
+	abortOnce   sync.Once
+	writeCtx    context.Context
+	cancelWrite context.CancelFunc
+
+	done chan struct{} // closed when the writer has flushed everything and exited
+}
+
+// NewRecorder starts the writer goroutine; Close stops it.
+func NewRecorder(store service.Store, opts Options) *Recorder {
+	opts.setDefaults()
+	writeCtx, cancel := context.WithCancel(context.Background())
+	r := &Recorder{
+		store:       store,
+		opts:        opts,
+		queue:       make(chan *service.UsageEventCreateParams, opts.QueueSize),
+		abort:       make(chan struct{}),
+		writeCtx:    writeCtx,
+		cancelWrite: cancel,
+		done:        make(chan struct{}),
+	}
+	go r.run()
+	return r
+}
+
+// Record enqueues ev. When the queue is full it waits for space until ctx
+// ends (returning ctx's error) rather than dropping the event. After Close
+// has begun it returns ErrClosed. A nil error means ev will be written
+// unless Close reports otherwise.
+func (r *Recorder) Record(ctx context.Context, ev *service.UsageEventCreateParams) error {
+	r.mu.RLock()
+	if r.closed {
+		r.mu.RUnlock()
+		return ErrClosed
+	}
+	r.senders.Add(1)
+	r.mu.RUnlock()
+	defer r.senders.Done()
+
+	// Counted before the send so the writer never sees pending below zero.
+	r.pending.Add(1)
+	// Try without waiting first: a select with a ready queue and a done ctx
+	// picks at random, and an event that fits must not be refused.
+	select {
+	case r.queue <- ev:
+		return nil
+	default:
+	}
+	select {
+	case r.queue <- ev:
+		return nil
+	case <-ctx.Done():
+		r.pending.Add(-1)
+		return ctx.Err()
+	case <-r.abort:
+		r.pending.Add(-1)
+		return ErrClosed
+	}
+}
+
+// Depth is how many events are not yet written, counting those waiting for
+// queue space (for a gauge).
+func (r *Recorder) Depth() int { return int(r.pending.Load()) }
+
+// Close stops accepting events and waits until every accepted one is
+// written. If ctx ends first it stops retrying, logs how many events were
+// not written and returns an error saying so. Close may be called again.
+func (r *Recorder) Close(ctx context.Context) error {
+	r.mu.Lock()
+	first := !r.closed
+	r.closed = true
+	r.mu.Unlock()
+	if first {
+		go func() {
+			r.senders.Wait()
+			close(r.queue)
+		}()
+	}
+	select {
+	case <-r.done:
+		r.cancelWrite()
+		return nil
+	case <-ctx.Done():
+		r.abortOnce.Do(func() {
+			close(r.abort)
+			r.cancelWrite()
+		})
+		lost := r.pending.Load()
+		if lost == 0 {
+			return nil
+		}
+		r.opts.Logger.Error("usage: events not written before the shutdown deadline", "events", lost)
+		return fmt.Errorf("usage: %d events not written: %w", lost, ctx.Err())
+	}
+}
+
+func (r *Recorder) run() {
+	defer close(r.done)
+	batch := make([]*service.UsageEventCreateParams, 0, r.opts.BatchSize)
+	timer := time.NewTimer(r.opts.FlushInterval)
+	timer.Stop()
+	var due <-chan time.Time // nil while the batch is empty
+	for {
+		select {
+		case ev, ok := <-r.queue:
+			if !ok {
+				r.write(batch)
+				return
+			}
+			batch = append(batch, ev)
+			if len(batch) == 1 {
+				timer.Reset(r.opts.FlushInterval)
+				due = timer.C
+			}
+			if len(batch) < r.opts.BatchSize {
+				continue
+			}
+		case <-due:
+		case <-r.abort:
+			return
+		}
+		if !r.write(batch) {
+			return
+		}
+		clear(batch)
+		batch = batch[:0]
+		timer.Stop()
+		due = nil
+	}
+}
+
+// write stores batch, retrying with a growing pause until it succeeds
+// (true) or Close gives up (false). UsageInsertBatch writes all or nothing,
+// so a retry never duplicates rows.
+func (r *Recorder) write(batch []*service.UsageEventCreateParams) bool {
+	if len(batch) == 0 {
+		return true
+	}
+	pause := r.opts.RetryMin
+	for attempt := 1; ; attempt++ {
+		_, err := r.store.UsageInsertBatch(r.writeCtx, batch)
+		if err == nil {
+			r.pending.Add(-int64(len(batch)))
+			return true
+		}
+		r.opts.Logger.Warn("usage: writing a batch failed, will retry",
+			"events", len(batch), "attempt", attempt, "retry_in", pause, "error", err)
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-r.abort:
+			t.Stop()
+			return false
+		}
+		pause = min(2*pause, r.opts.RetryMax)
+	}
+}
