@@ -24,7 +24,9 @@ func TestMiddlewareCountsByRoutePattern(t *testing.T) {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
 	}
 	m.GaugeFunc("llmproxy_test_gauge", "test", func() float64 { return 42 })
-	m.DatabasePool(func() service.PoolStats { return service.PoolStats{MaxOpen: 25, InUse: 3, WaitDuration: 1500 * time.Millisecond} })
+	m.DatabasePool(func() service.PoolStats {
+		return service.PoolStats{MaxOpen: 25, InUse: 3, WaitDuration: 1500 * time.Millisecond}
+	})
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
