@@ -16,6 +16,7 @@ check: generate
 	$(GO) run ./cmd/llmproxy migrate lint
 	$(GO) test -count=1 -run 'Drift' ./migrate/
 	$(GO) vet ./...
+	$(GO) vet -tags nopostgres ./cmd/llmproxy ./migrate
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 test:

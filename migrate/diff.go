@@ -16,9 +16,7 @@ import (
 
 	atlas "ariga.io/atlas/sql/migrate"
 	atlasschema "ariga.io/atlas/sql/schema"
-	"github.com/jackc/pgx/v5"
-	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" driver for the Postgres dev database
-	_ "modernc.org/sqlite"             // "sqlite" driver for the SQLite dev database
+	_ "modernc.org/sqlite" // "sqlite" driver for the SQLite dev database
 )
 
 // ErrStale is returned by a Diff check when schema.sql and the migrations differ.
@@ -219,21 +217,22 @@ func openDev(ctx context.Context, env Env) (*sql.DB, func(), error) {
 }
 
 func scratchPostgres(ctx context.Context, server *url.URL) (*sql.DB, func(), error) {
-	admin, err := sql.Open("pgx", server.String())
+	admin, err := OpenPostgres(server.String())
 	if err != nil {
 		return nil, nil, err
 	}
 	b := make([]byte, 6)
 	rand.Read(b)
 	name := "llmproxy_dev_" + hex.EncodeToString(b)
-	ident := pgx.Identifier{name}.Sanitize()
+	// The name is lower-case letters, digits and underscores: quoting needs no escaping.
+	ident := `"` + name + `"`
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+ident); err != nil {
 		admin.Close()
 		return nil, nil, err
 	}
 	scratchURL := *server
 	scratchURL.Path = "/" + name
-	db, err := sql.Open("pgx", scratchURL.String())
+	db, err := OpenPostgres(scratchURL.String())
 	if err != nil {
 		admin.Close()
 		return nil, nil, err

@@ -153,7 +153,20 @@ func Open(ctx context.Context, cfg Config) (Store, error) {
 	driversMu.RUnlock()
 	if !ok {
 		sort.Strings(names)
-		return nil, fmt.Errorf("DB_DRIVER=%q: this binary was built without it (has: %s)", cfg.Driver, strings.Join(names, ", "))
+		return nil, &DriverNotBuiltError{Driver: cfg.Driver, Available: names}
 	}
 	return open(ctx, cfg)
+}
+
+// DriverNotBuiltError is a valid DB_DRIVER whose adapter this binary leaves
+// out (a lean build, e.g. -tags nopostgres).
+type DriverNotBuiltError struct {
+	Driver    string
+	Available []string
+}
+
+func (e *DriverNotBuiltError) Error() string {
+	return fmt.Sprintf("DB_DRIVER=%s: this llmproxy was built without that driver (it has: %s); "+
+		"use the standard build (go build ./cmd/llmproxy) or the container image, which have every driver",
+		e.Driver, strings.Join(e.Available, ", "))
 }

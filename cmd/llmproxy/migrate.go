@@ -147,8 +147,8 @@ func openMigrationDB(ctx context.Context, cfg service.Config) (*sql.DB, migrate.
 	)
 	if cfg.Driver == service.DriverPostgres {
 		dialect = migrate.Postgres
-		if db, err = sql.Open("pgx", cfg.DatabaseURL); err != nil {
-			return nil, "", err
+		if db, err = migrate.OpenPostgres(cfg.DatabaseURL); err != nil {
+			return nil, "", fmt.Errorf("DB_DRIVER=postgres: %w", err)
 		}
 	} else {
 		dialect = migrate.SQLite

@@ -163,6 +163,10 @@ func openStore(ctx context.Context, cfg service.Config) (service.Store, error) {
 	ctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	store, err := service.Open(ctx, cfg)
+	var notBuilt *service.DriverNotBuiltError
+	if errors.As(err, &notBuilt) {
+		return nil, err // names DB_DRIVER itself
+	}
 	if err != nil {
 		variable := "DATABASE_PATH"
 		if cfg.Driver == service.DriverPostgres {
