@@ -21,6 +21,7 @@ Usage:
   llmproxy migrate <command>     apply|status|diff <name>|lint (see migrate --help)
   llmproxy project <command>     create|list projects in the configured database (see project --help)
   llmproxy token <command>       create|list|revoke tokens in the configured database (see token --help)
+  llmproxy db <command>          copy|backup|export|import the database's rows (see db --help)
 
 Storage: DB_DRIVER=sqlite (default, DATABASE_PATH=./data/llmproxy.db) or
 DB_DRIVER=postgres with DATABASE_URL.
@@ -54,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMigrate(ctx, args[1:], stdout, stderr)
 	case "project", "token":
 		return runAdmin(ctx, args[0], args[1:], os.Getenv, os.Stdin, stdout, stderr)
+	case "db":
+		return runDB(ctx, args[1:], os.Getenv, os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return nil

@@ -51,6 +51,7 @@ var (
 // Store is a service.Store on one SQLite file. The Store handed to an InTx
 // callback has tx set and runs everything in that transaction.
 type Store struct {
+	path   string // absolute
 	writer *sql.DB
 	reader *sql.DB
 	q      *sqlitedb.Queries
@@ -88,7 +89,7 @@ func Open(ctx context.Context, cfg service.Config) (*Store, error) {
 		_ = writer.Close()
 		return nil, fmt.Errorf("SQLite database %q: %w", path, err)
 	}
-	return &Store{writer: writer, reader: reader, q: sqlitedb.New()}, nil
+	return &Store{path: abs, writer: writer, reader: reader, q: sqlitedb.New()}, nil
 }
 
 // openDB opens a pool of at most conns connections and connects once, which
@@ -152,7 +153,7 @@ func inTx[T any](ctx context.Context, s *Store, fn func(tx *Store) (T, error)) (
 		return zero, mapError(err)
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
-	result, err := fn(&Store{writer: s.writer, reader: s.reader, q: s.q, tx: tx})
+	result, err := fn(&Store{path: s.path, writer: s.writer, reader: s.reader, q: s.q, tx: tx})
 	if err != nil {
 		return zero, err
 	}

@@ -1,0 +1,255 @@
+package service
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The rows of an export, keyed by column name. Each has the fields of its
+// domain type, so converting between the two fails to compile if they drift.
+type (
+	projectLine struct {
+		ID               int64     `json:"id"`
+		Name             string    `json:"name"`
+		APIKeyCiphertext []byte    `json:"api_key_ciphertext"` // base64
+		APIKeyHint       string    `json:"api_key_hint"`
+		IsActive         bool      `json:"is_active"`
+		CreatedAt        time.Time `json:"created_at"`
+		UpdatedAt        time.Time `json:"updated_at"`
+	}
+	tokenLine struct {
+		ID           int64      `json:"id"`
+		ProjectID    int64      `json:"project_id"`
+		SecretHash   []byte     `json:"secret_hash"` // base64
+		TokenPrefix  string     `json:"token_prefix"`
+		ExpiresAt    time.Time  `json:"expires_at"`
+		MaxRequests  *int64     `json:"max_requests"`
+		RequestCount int64      `json:"request_count"`
+		IsActive     bool       `json:"is_active"`
+		CreatedAt    time.Time  `json:"created_at"`
+		UpdatedAt    time.Time  `json:"updated_at"`
+		LastUsedAt   *time.Time `json:"last_used_at"`
+	}
+	usageLine struct {
+		ID               int64     `json:"id"`
+		TokenID          int64     `json:"token_id"`
+		ProjectID        int64     `json:"project_id"`
+		Method           string    `json:"method"`
+		Path             string    `json:"path"`
+		Model            string    `json:"model"`
+		Status           int64     `json:"status"`
+		PromptTokens     int64     `json:"prompt_tokens"`
+		CompletionTokens int64     `json:"completion_tokens"`
+		TotalTokens      int64     `json:"total_tokens"`
+		LatencyMS        int64     `json:"latency_ms"`
+		CreatedAt        time.Time `json:"created_at"`
+	}
+	auditLine struct {
+		ID        int64           `json:"id"`
+		Actor     string          `json:"actor"`
+		Action    string          `json:"action"`
+		ProjectID *int64          `json:"project_id"`
+		TokenID   *int64          `json:"token_id"`
+		Result    string          `json:"result"`
+		Details   json.RawMessage `json:"details"`
+		CreatedAt time.Time       `json:"created_at"`
+	}
+)
+
+// line is one line of an export.
+type line struct {
+	Table string          `json:"table"`
+	Row   json.RawMessage `json:"row"`
+}
+
+// jsonLinesWriter is the Loader Export writes to.
+type jsonLinesWriter struct {
+	w   *bufio.Writer
+	enc *json.Encoder
+}
+
+func newJSONLinesWriter(w io.Writer) *jsonLinesWriter {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	return &jsonLinesWriter{w: bw, enc: enc}
+}
+
+func (j *jsonLinesWriter) flush() error { return j.w.Flush() }
+
+func (j *jsonLinesWriter) ProjectInsertFullMany(_ context.Context, rows []*Project) error {
+	return writeLines(j, TableProjects, rows, func(r *Project) any { return (*projectLine)(r) })
+}
+
+func (j *jsonLinesWriter) TokenInsertFullMany(_ context.Context, rows []*Token) error {
+	return writeLines(j, TableTokens, rows, func(r *Token) any { return (*tokenLine)(r) })
+}
+
+func (j *jsonLinesWriter) UsageInsertFullMany(_ context.Context, rows []*UsageEvent) error {
+	return writeLines(j, TableUsageEvents, rows, func(r *UsageEvent) any { return (*usageLine)(r) })
+}
+
+func (j *jsonLinesWriter) AuditInsertFullMany(_ context.Context, rows []*AuditEvent) error {
+	return writeLines(j, TableAuditEvents, rows, func(r *AuditEvent) any { return (*auditLine)(r) })
+}
+
+func writeLines[T any](j *jsonLinesWriter, table string, rows []*T, toLine func(*T) any) error {
+	for _, r := range rows {
+		err := j.enc.Encode(struct {
+			Table string `json:"table"`
+			Row   any    `json:"row"`
+		}{table, toLine(r)})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jsonLinesReader is the source Import reads: it serves each table's rows
+// in the order they come, so an export must list the tables in copy order
+// and each table's rows in ascending id order, as Export writes them.
+type jsonLinesReader struct {
+	r       *bufio.Reader
+	lineNo  int
+	next    *line // read but not yet served: the first row of a later table
+	nextNo  int
+	current int   // index in tables of the table being served
+	lastID  int64 // of the last row served from it
+	eof     bool
+}
+
+func newJSONLinesReader(r io.Reader) *jsonLinesReader {
+	return &jsonLinesReader{r: bufio.NewReaderSize(r, 1<<16)}
+}
+
+func (j *jsonLinesReader) ProjectDump(ctx context.Context, p *DumpParams) ([]*Project, error) {
+	return readLines(ctx, j, TableProjects, p, func(l *projectLine) (*Project, int64) { return (*Project)(l), l.ID })
+}
+
+func (j *jsonLinesReader) TokenDump(ctx context.Context, p *DumpParams) ([]*Token, error) {
+	return readLines(ctx, j, TableTokens, p, func(l *tokenLine) (*Token, int64) { return (*Token)(l), l.ID })
+}
+
+func (j *jsonLinesReader) UsageDump(ctx context.Context, p *DumpParams) ([]*UsageEvent, error) {
+	return readLines(ctx, j, TableUsageEvents, p, func(l *usageLine) (*UsageEvent, int64) { return (*UsageEvent)(l), l.ID })
+}
+
+func (j *jsonLinesReader) AuditDump(ctx context.Context, p *DumpParams) ([]*AuditEvent, error) {
+	return readLines(ctx, j, TableAuditEvents, p, func(l *auditLine) (*AuditEvent, int64) { return (*AuditEvent)(l), l.ID })
+}
+
+// readLines returns the next rows of table, at most p.MaxRows(), and none
+// once a line of a later table or the end of the stream comes.
+func readLines[L, T any](ctx context.Context, j *jsonLinesReader, table string, p *DumpParams, convert func(*L) (*T, int64)) ([]*T, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	want := slices.IndexFunc(tables, func(t tableCopier) bool { return t.name() == table })
+	if want != j.current {
+		j.current, j.lastID = want, 0
+	}
+	columns := columnsOf[L]()
+	var rows []*T
+	for int64(len(rows)) < p.MaxRows() {
+		l, no, err := j.peek()
+		if err != nil || l == nil {
+			return rows, err
+		}
+		index := slices.IndexFunc(tables, func(t tableCopier) bool { return t.name() == l.Table })
+		switch {
+		case index < 0:
+			return nil, fmt.Errorf("line %d: unknown table %q", no, l.Table)
+		case index < want:
+			return nil, fmt.Errorf("line %d: a %s row after the %s rows: tables must come in the order %s", no, l.Table, table, tableOrder())
+		case index > want:
+			return rows, nil
+		}
+		j.next = nil
+		var row L
+		if err := decodeRow(l.Row, columns, &row); err != nil {
+			return nil, fmt.Errorf("line %d: %s row: %w", no, table, err)
+		}
+		r, id := convert(&row)
+		if id <= j.lastID {
+			return nil, fmt.Errorf("line %d: %s id %d after id %d: rows must come in ascending id order", no, table, id, j.lastID)
+		}
+		j.lastID = id
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// peek returns the next line without consuming it (nil at the end) and its number.
+func (j *jsonLinesReader) peek() (*line, int, error) {
+	for j.next == nil && !j.eof {
+		text, err := j.r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			j.eof = true
+		} else if err != nil {
+			return nil, 0, err
+		}
+		j.lineNo++
+		if len(bytes.TrimSpace(text)) == 0 {
+			continue
+		}
+		var l line
+		if err := decodeRow(text, []string{"table", "row"}, &l); err != nil {
+			return nil, 0, fmt.Errorf("line %d: %w", j.lineNo, err)
+		}
+		j.next, j.nextNo = &l, j.lineNo
+	}
+	return j.next, j.nextNo, nil
+}
+
+// decodeRow decodes the JSON object data into v, which must have exactly
+// the given keys: a missing column would otherwise load as a zero value.
+func decodeRow(data []byte, keys []string, v any) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return err
+	}
+	if fields == nil {
+		return errors.New("want an object, got null")
+	}
+	for _, k := range keys {
+		if _, ok := fields[k]; !ok {
+			return fmt.Errorf("no %q", k)
+		}
+	}
+	if len(fields) > len(keys) {
+		for k := range fields {
+			if !slices.Contains(keys, k) {
+				return fmt.Errorf("unknown field %q", k)
+			}
+		}
+	}
+	return json.Unmarshal(data, v)
+}
+
+// columnsOf returns the JSON keys of the struct type L.
+func columnsOf[L any]() []string {
+	t := reflect.TypeFor[L]()
+	keys := make([]string, t.NumField())
+	for i := range keys {
+		keys[i], _, _ = strings.Cut(t.Field(i).Tag.Get("json"), ",")
+	}
+	return keys
+}
+
+func tableOrder() string {
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.name()
+	}
+	return fmt.Sprint(names)
+}

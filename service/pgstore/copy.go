@@ -1,0 +1,160 @@
+package pgstore
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/llmproxy/llmproxy/gen/pgdb"
+	"github.com/llmproxy/llmproxy/service"
+)
+
+var _ service.BulkStore = (*Store)(nil)
+
+func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*service.Project, error) {
+	rows, err := s.q.ProjectDump(ctx, s.db, &pgdb.ProjectDumpParams{AfterID: p.AfterID, MaxRows: p.MaxRows()})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return mapSlice(rows, projectFromRow), nil
+}
+
+func (s *Store) TokenDump(ctx context.Context, p *service.DumpParams) ([]*service.Token, error) {
+	rows, err := s.q.TokenDump(ctx, s.db, &pgdb.TokenDumpParams{AfterID: p.AfterID, MaxRows: p.MaxRows()})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return mapSlice(rows, tokenFromRow), nil
+}
+
+func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*service.UsageEvent, error) {
+	rows, err := s.q.UsageDump(ctx, s.db, &pgdb.UsageDumpParams{AfterID: p.AfterID, MaxRows: p.MaxRows()})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return mapSlice(rows, usageEventFromRow), nil
+}
+
+func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*service.AuditEvent, error) {
+	rows, err := s.q.AuditDump(ctx, s.db, &pgdb.AuditDumpParams{AfterID: p.AfterID, MaxRows: p.MaxRows()})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return mapSlice(rows, auditEventFromRow), nil
+}
+
+func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
+	row, err := s.q.TableCounts(ctx, s.db)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents), nil
+}
+
+func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, error) {
+	row, err := s.q.TableSequencesReset(ctx, s.db)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents), nil
+}
+
+func tableMap(projects, tokens, usageEvents, auditEvents int64) map[string]int64 {
+	return map[string]int64{
+		service.TableProjects:    projects,
+		service.TableTokens:      tokens,
+		service.TableUsageEvents: usageEvents,
+		service.TableAuditEvents: auditEvents,
+	}
+}
+
+// TableTruncateAll deletes tokens before the projects they reference.
+func (s *Store) TableTruncateAll(ctx context.Context) error {
+	return s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
+		for _, deleteAll := range []func(context.Context, pgdb.DBTX) error{
+			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.AuditDeleteAll,
+		} {
+			if err := deleteAll(ctx, tx.db); err != nil {
+				return tx.fail(err)
+			}
+		}
+		return nil
+	})
+}
+
+// The *InsertFullMany methods each write with one COPY, which is all or nothing.
+
+func (s *Store) ProjectInsertFullMany(ctx context.Context, rows []*service.Project) error {
+	return copyFrom(ctx, s, s.q.ProjectInsertFullMany, rows, func(r *service.Project) pgdb.ProjectInsertFullManyParams {
+		return pgdb.ProjectInsertFullManyParams{
+			ID:               r.ID,
+			Name:             r.Name,
+			ApiKeyCiphertext: r.APIKeyCiphertext,
+			ApiKeyHint:       r.APIKeyHint,
+			IsActive:         r.IsActive,
+			CreatedAt:        r.CreatedAt,
+			UpdatedAt:        r.UpdatedAt,
+		}
+	})
+}
+
+func (s *Store) TokenInsertFullMany(ctx context.Context, rows []*service.Token) error {
+	return copyFrom(ctx, s, s.q.TokenInsertFullMany, rows, func(r *service.Token) pgdb.TokenInsertFullManyParams {
+		return pgdb.TokenInsertFullManyParams(*r)
+	})
+}
+
+func (s *Store) UsageInsertFullMany(ctx context.Context, rows []*service.UsageEvent) error {
+	return copyFrom(ctx, s, s.q.UsageInsertFullMany, rows, func(r *service.UsageEvent) pgdb.UsageInsertFullManyParams {
+		return pgdb.UsageInsertFullManyParams{
+			ID:               r.ID,
+			TokenID:          r.TokenID,
+			ProjectID:        r.ProjectID,
+			Method:           r.Method,
+			Path:             r.Path,
+			Model:            r.Model,
+			Status:           r.Status,
+			PromptTokens:     r.PromptTokens,
+			CompletionTokens: r.CompletionTokens,
+			TotalTokens:      r.TotalTokens,
+			LatencyMs:        r.LatencyMS,
+			CreatedAt:        r.CreatedAt,
+		}
+	})
+}
+
+func (s *Store) AuditInsertFullMany(ctx context.Context, rows []*service.AuditEvent) error {
+	return copyFrom(ctx, s, s.q.AuditInsertFullMany, rows, func(r *service.AuditEvent) pgdb.AuditInsertFullManyParams {
+		details := "{}"
+		if r.Details != nil {
+			details = string(r.Details)
+		}
+		return pgdb.AuditInsertFullManyParams{
+			ID:        r.ID,
+			Actor:     r.Actor,
+			Action:    r.Action,
+			ProjectID: r.ProjectID,
+			TokenID:   r.TokenID,
+			Result:    r.Result,
+			Details:   details,
+			CreatedAt: r.CreatedAt,
+		}
+	})
+}
+
+// copyFrom converts rows into one backing array and copies them in.
+func copyFrom[T, P any](ctx context.Context, s *Store, copyIn func(context.Context, pgdb.DBTX, []*P) (int64, error), rows []*T, toParams func(*T) P) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	params := make([]P, len(rows))
+	ptrs := make([]*P, len(rows))
+	for i, r := range rows {
+		params[i] = toParams(r)
+		ptrs[i] = &params[i]
+	}
+	if _, err := copyIn(ctx, s.db, ptrs); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
