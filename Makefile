@@ -1,7 +1,7 @@
 GO   ?= go
 SQLC  = $(GO) tool -modfile=tools/go.mod sqlc
 
-.PHONY: generate check test build bench
+.PHONY: generate check test build bench loadtest
 
 # Regenerate the sqlc packages and check that the migrations match schema.sql.
 generate:
@@ -28,3 +28,8 @@ build:
 # Data-layer benchmarks on both backends; figures go into docs/performance.md.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./service/sqlitestore/ ./service/pgstore/
+
+# Load test: llmproxy against a fake upstream on loopback, both backends, with
+# correctness checks; figures go into docs/performance.md. Flags: LOADTEST_FLAGS.
+loadtest:
+	$(GO) run ./cmd/llmproxy-bench $(LOADTEST_FLAGS)

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmproxy/llmproxy/internal/pgtest"
+)
+
+// The proxy binary is built once for all tests, into a directory removed
+// after them.
+var (
+	binaryDir  string
+	binaryOnce sync.Once
+	binary     string
+	binaryErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binaryDir != "" {
+		os.RemoveAll(binaryDir)
+	}
+	os.Exit(code)
+}
+
+func proxyBinary(t *testing.T) string {
+	t.Helper()
+	binaryOnce.Do(func() {
+		if binaryDir, binaryErr = os.MkdirTemp("", "llmproxy-bench-test-"); binaryErr != nil {
+			return
+		}
+		binary, binaryErr = buildProxy(context.Background(), binaryDir)
+	})
+	if binaryErr != nil {
+		t.Fatal(binaryErr)
+	}
+	return binary
+}
+
+// The harness end to end, briefly: every run's checks pass and the report
+// has a row per scenario. Speed is not asserted.
+func TestHarnessSQLite(t *testing.T) {
+	t.Parallel()
+	testHarness(t, "sqlite", "")
+}
+
+func TestHarnessPostgres(t *testing.T) {
+	t.Parallel()
+	testHarness(t, "postgres", pgtest.ServerURL(t))
+}
+
+func testHarness(t *testing.T, backend, pgURL string) {
+	report, err := Run(t.Context(), Config{
+		Concurrency: []int{4},
+		Duration:    300 * time.Millisecond,
+		Warmup:      100 * time.Millisecond,
+		Modes:       []string{"json", "sse"},
+		Backends:    []string{backend},
+		PostgresURL: pgURL,
+		Binary:      proxyBinary(t),
+		Progress:    t.Output(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failures := report.Failures(); len(failures) > 0 {
+		t.Fatalf("checks failed:\n%s", strings.Join(failures, "\n"))
+	}
+	want := []string{
+		"direct json c4", "direct sse c4",
+		backend + " json c4 unlimited", backend + " json c4 max_requests",
+		backend + " sse c4 unlimited", backend + " sse c4 max_requests",
+		backend + " json c4 limit_hit",
+	}
+	var got []string
+	for _, row := range report.Rows {
+		got = append(got, row.Scenario)
+		if row.Requests == 0 || row.RPS <= 0 || row.P50MS <= 0 || row.P99MS < row.P50MS {
+			t.Errorf("%s: no measurement: %+v", row.Scenario, row)
+		}
+		if row.Backend == "direct" || runtime.GOOS != "linux" {
+			continue
+		}
+		if row.ProxyCPUCores == nil || row.ProxyMaxRSSMB == nil || *row.ProxyMaxRSSMB <= 0 {
+			t.Errorf("%s: proxy CPU or RSS not read from /proc", row.Scenario)
+		}
+		if row.Tokens != tokensLimitHit && (row.RatioToDirect == nil || row.AddedP99MS == nil) {
+			t.Errorf("%s: not compared with the direct run", row.Scenario)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("scenarios:\n got %q\nwant %q", got, want)
+	}
+	var sb strings.Builder
+	printTable(&sb, report)
+	for _, scenario := range want {
+		if !strings.Contains(sb.String(), scenario) {
+			t.Errorf("the table has no row %q:\n%s", scenario, sb.String())
+		}
+	}
+}
+
+// checkRun must flag each way a proxy can be wrong.
+func TestCheckRun(t *testing.T) {
+	t.Parallel()
+	okLoad := func(admitted int64) *loadResult {
+		return &loadResult{Status: map[int]int64{http.StatusOK: admitted}}
+	}
+	exactUsage := func(n int64) *usageView {
+		return &usageView{Requests: n, PromptTokens: n * usagePrompt, CompletionTokens: n * usageCompletion, TotalTokens: n * usageTotal}
+	}
+	good := func() runOutcome {
+		return runOutcome{load: okLoad(100), forwarded: 100, proxied: true, token: &tokenView{RequestCount: 100}, usage: exactUsage(100)}
+	}
+	tests := []struct {
+		name   string
+		change func(*runOutcome)
+		want   string // a substring of the one failure; "" for none
+	}{
+		{"exact", func(*runOutcome) {}, ""},
+		{"direct", func(o *runOutcome) { *o = runOutcome{load: okLoad(10), forwarded: 10} }, ""},
+		{"server error", func(o *runOutcome) { o.load.Status[500] = 1 }, "status 500"},
+		{"429 without a limit", func(o *runOutcome) { o.load.Status[429] = 1 }, "status 429"},
+		{"transport error", func(o *runOutcome) { o.load.TransportErrors, o.load.FirstError = 2, "EOF" }, "2 requests failed"},
+		{"changed body", func(o *runOutcome) { o.load.BadBodies = 1 }, "body differs"},
+		{"nothing admitted", func(o *runOutcome) { *o = runOutcome{load: okLoad(0)} }, "no request succeeded"},
+		{"forwarded twice", func(o *runOutcome) { o.forwarded = 101 }, "upstream answered 101"},
+		{"unclean stop", func(o *runOutcome) { o.stopErr = errors.New("exit status 1") }, "exit status 1"},
+		{"request_count", func(o *runOutcome) { o.token.RequestCount = 99 }, "request_count is 99"},
+		{"usage lost", func(o *runOutcome) { o.usage = exactUsage(98) }, "usage after SIGTERM"},
+		{"usage tokens", func(o *runOutcome) { o.usage.TotalTokens-- }, "usage after SIGTERM"},
+		{"over-admission", func(o *runOutcome) { o.limit = 99 }, "over-admission"},
+		{"limit never hit", func(o *runOutcome) { o.limit, o.limitHit = 200, true }, "never reached"},
+		{"limit hit exactly", func(o *runOutcome) { o.limit, o.limitHit = 100, true; o.load.Status[429] = 50 }, ""},
+		{"refused early", func(o *runOutcome) { o.limit, o.limitHit = 150, true; o.load.Status[429] = 50 }, "only 100 of max_requests 150"},
+		{"wrong 429", func(o *runOutcome) {
+			o.limit, o.limitHit = 100, true
+			o.load.Status[429], o.load.BadLimitBodies = 50, 1
+		}, "not the proxy's request_limit_exceeded"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			o := good()
+			tt.change(&o)
+			failures := checkRun(o)
+			switch {
+			case tt.want == "" && len(failures) > 0:
+				t.Errorf("unexpected failures: %q", failures)
+			case tt.want != "" && (len(failures) != 1 || !strings.Contains(failures[0], tt.want)):
+				t.Errorf("failures %q, want one containing %q", failures, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	t.Parallel()
+	// The command name may hold spaces and parentheses.
+	stat := "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 8 0 12345 1000000 500 18446744073709551615\n"
+	got, err := parseStatCPU([]byte(stat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3250 * time.Millisecond; got != want {
+		t.Errorf("got %v, want %v (250+75 ticks)", got, want)
+	}
+	if _, err := parseStatCPU([]byte("4242 (x) S 1 2")); err == nil {
+		t.Error("a short line parsed")
+	}
+}
+
+func TestParseVmHWM(t *testing.T) {
+	t.Parallel()
+	status := "Name:\tllmproxy\nVmPeak:\t 1300000 kB\nVmHWM:\t   30720 kB\nVmRSS:\t   20000 kB\n"
+	got, err := parseVmHWM(strings.NewReader(status))
+	if err != nil || got != 30<<20 {
+		t.Errorf("got %d, %v; want %d", got, err, 30<<20)
+	}
+	if _, err := parseVmHWM(strings.NewReader("Name:\tx\n")); err == nil {
+		t.Error("no VmHWM line parsed")
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--modes", "xml"},
+		{"--concurrency", "0"},
+		{"--concurrency", "many"},
+		{"--backends", "mysql"},
+		{"--duration", "0s"},
+		{"extra"},
+	} {
+		if code := run(t.Context(), args, io.Discard, io.Discard); code != 2 {
+			t.Errorf("%q: exit code %d, want 2", args, code)
+		}
+	}
+}
