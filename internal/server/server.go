@@ -33,12 +33,13 @@ const (
 const readyTimeout = 2 * time.Second
 
 // Options are the server's parts. All are required except Proxy (no /v1
-// routes without it) and Logger (nil: discarded).
+// routes without it), Admin (no /admin/ dashboard) and Logger (nil: discarded).
 type Options struct {
 	Store           service.Store
 	Manager         *manage.Manager
 	Metrics         *metrics.Metrics
 	Proxy           http.Handler
+	Admin           http.Handler // serves every path under /admin/
 	ManagementToken string
 	Logger          *slog.Logger
 }
@@ -70,6 +71,9 @@ func New(opts Options) http.Handler {
 	s.handleMethods(mux, "/metrics", map[string]http.Handler{http.MethodGet: opts.Metrics.Handler()})
 	if opts.Proxy != nil {
 		mux.Handle("/v1/", opts.Proxy)
+	}
+	if opts.Admin != nil {
+		mux.Handle("/admin/", opts.Admin)
 	}
 
 	routes := []route{
@@ -194,16 +198,19 @@ var statuses = map[string]int{
 // writeError sends {"error", "code"}. Only an *manage.Error's message is
 // shown; anything else is logged and answered with a bare internal_error.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code, message := manage.CodeInternal, "internal error"
+	code, message, cause := manage.CodeInternal, "internal error", err
 	if e, ok := errors.AsType[*manage.Error](err); ok {
 		code, message = e.Code, e.Message
+		if e.Err != nil {
+			cause = e.Err // the message is for the client; the log needs what failed
+		}
 	}
 	status, ok := statuses[code]
 	if !ok {
 		status = http.StatusInternalServerError
 	}
 	if status >= http.StatusInternalServerError {
-		s.Logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		s.Logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", cause)
 	}
 	writeJSON(w, status, errorBody{Error: message, Code: code})
 }

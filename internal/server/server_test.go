@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -958,4 +959,29 @@ func TestStoreFailures(t *testing.T) {
 			}
 		})
 	})
+}
+
+// The client's message hides the cause; the log line of a failed request
+// must name it, or an operator cannot tell a locked file from a lost server.
+func TestStoreFailureLogsCause(t *testing.T) {
+	t.Parallel()
+	store := &failingStore{err: fmt.Errorf("%w: database is locked (5) (SQLITE_BUSY)", service.ErrUnavailable)}
+	var log bytes.Buffer
+	handler := server.New(server.Options{
+		Store:           store,
+		Manager:         manage.New(store, nil, nil),
+		Metrics:         metrics.New(),
+		ManagementToken: managementToken,
+		Logger:          slog.New(slog.NewTextHandler(&log, nil)),
+	})
+	req := httptest.NewRequest("GET", "/manage/projects", nil)
+	req.Header.Set("Authorization", "Bearer "+managementToken)
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, req) // on this goroutine, so log needs no lock
+	if rec.Code != http.StatusServiceUnavailable || strings.Contains(rec.Body.String(), "SQLITE_BUSY") {
+		t.Errorf("GET /manage/projects = %d %s, want 503 without the cause", rec.Code, rec.Body)
+	}
+	if !strings.Contains(log.String(), "SQLITE_BUSY") {
+		t.Errorf("log does not name the cause:\n%s", log.String())
+	}
 }

@@ -56,7 +56,10 @@ func sentinelFor(err error) error {
 		return service.ErrInvalid
 	case pgerrcode.IsConnectionException(pgErr.Code),
 		pgErr.Code == pgerrcode.AdminShutdown, pgErr.Code == pgerrcode.CrashShutdown,
-		pgErr.Code == pgerrcode.CannotConnectNow:
+		pgErr.Code == pgerrcode.CannotConnectNow,
+		// The server is out of disk, memory or connections: nothing is wrong
+		// with the request, which can succeed once the server has room.
+		pgerrcode.IsInsufficientResources(pgErr.Code):
 		return service.ErrUnavailable
 	}
 	return nil

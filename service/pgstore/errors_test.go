@@ -116,6 +116,16 @@ func TestMapError(t *testing.T) {
 			want: service.ErrNotFound,
 		},
 		{
+			// Raised as the server raises it when a table cannot grow; a real
+			// full disk is cmd/llmproxy's TestServePostgresDiskFull.
+			name: "DiskFull",
+			provoke: func(t *testing.T) error {
+				return pgstore.MapError(rawExec(t, url,
+					`DO $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$`))
+			},
+			want: service.ErrUnavailable,
+		},
+		{
 			name: "Unrecognised",
 			provoke: func(t *testing.T) error {
 				return pgstore.MapError(rawExec(t, url, `SELECT * FROM no_such_table`))
