@@ -70,7 +70,9 @@ func TestApply(t *testing.T) {
 					t.Fatal(err)
 				}
 				edited := slices.Clone(files)
-				edited[0] = atlas.NewLocalFile(files[0].Name(), append(files[0].Bytes(), "\n-- edited after release\n"...))
+				// Clipped: the parallel subtests share files[0]'s bytes, and an
+				// append into their spare capacity would write them all.
+				edited[0] = atlas.NewLocalFile(files[0].Name(), append(slices.Clip(files[0].Bytes()), "\n-- edited after release\n"...))
 				_, err := migrate.ApplyDir(ctx, db, e.dialect, memDir(t, edited...))
 				var mismatch *migrate.ChecksumMismatchError
 				if !errors.As(err, &mismatch) || mismatch.File != files[0].Name() {
@@ -87,7 +89,7 @@ func TestApply(t *testing.T) {
 			t.Run("RefusesStaleAtlasSum", func(t *testing.T) {
 				t.Parallel()
 				dir := memDir(t, files...)
-				if err := dir.WriteFile(files[0].Name(), append(files[0].Bytes(), "\n-- edited\n"...)); err != nil {
+				if err := dir.WriteFile(files[0].Name(), append(slices.Clip(files[0].Bytes()), "\n-- edited\n"...)); err != nil {
 					t.Fatal(err)
 				}
 				_, err := migrate.ApplyDir(ctx, e.open(t), e.dialect, dir)
@@ -187,8 +189,8 @@ func TestApply(t *testing.T) {
 						t.Fatal(err)
 					}
 					for _, row := range seeded {
-						if n := count(t, db, "SELECT count(*) FROM "+row.table+" WHERE id = $1", row.id); n != 1 {
-							t.Fatalf("seeded at %s: %s row %d is gone after upgrading", files[i].Name(), row.table, row.id)
+						if n := count(t, db, "SELECT count(*) FROM "+row.table+" WHERE "+row.key); n != 1 {
+							t.Fatalf("seeded at %s: %s row %s is gone after upgrading", files[i].Name(), row.table, row.key)
 						}
 					}
 				}
@@ -197,10 +199,11 @@ func TestApply(t *testing.T) {
 	}
 }
 
-// seedRow is a representative row, inserted when its table exists.
+// seedRow is a representative row, inserted when its table exists and
+// found again by key, a condition on its primary key.
 type seedRow struct {
 	table  string
-	id     int64
+	key    string
 	insert string
 }
 
@@ -208,16 +211,18 @@ type seedRow struct {
 // column, extend these so every version can be seeded.
 var seedRows = map[migrate.Dialect][]seedRow{
 	migrate.SQLite: {
-		{"projects", 1001, `INSERT INTO projects (id, name, api_key_ciphertext, api_key_hint) VALUES (1001, 'upgrade', x'00', 'sk-...1234')`},
-		{"tokens", 2001, `INSERT INTO tokens (id, project_id, secret_hash, token_prefix, expires_at) VALUES (2001, 1001, x'01', 'tok_', 4102444800000)`},
-		{"usage_events", 3001, `INSERT INTO usage_events (id, token_id, project_id, method, path, status, created_at) VALUES (3001, 2001, 1001, 'POST', '/v1/chat/completions', 200, 1700000000000)`},
-		{"audit_events", 4001, `INSERT INTO audit_events (id, actor, action, project_id, result) VALUES (4001, 'admin', 'project.create', 1001, 'ok')`},
+		{"projects", "id = 1001", `INSERT INTO projects (id, name, api_key_ciphertext, api_key_hint) VALUES (1001, 'upgrade', x'00', 'sk-...1234')`},
+		{"tokens", "id = 2001", `INSERT INTO tokens (id, project_id, secret_hash, token_prefix, expires_at) VALUES (2001, 1001, x'01', 'tok_', 4102444800000)`},
+		{"usage_events", "id = 3001", `INSERT INTO usage_events (id, token_id, project_id, method, path, status, created_at) VALUES (3001, 2001, 1001, 'POST', '/v1/chat/completions', 200, 1700000000000)`},
+		{"usage_daily", "day = 1699920000000 AND model = 'm'", `INSERT INTO usage_daily (day, project_id, token_id, model, requests, errors, prompt_tokens, completion_tokens, total_tokens) VALUES (1699920000000, 1001, 2001, 'm', 2, 1, 3, 4, 7)`},
+		{"audit_events", "id = 4001", `INSERT INTO audit_events (id, actor, action, project_id, result) VALUES (4001, 'admin', 'project.create', 1001, 'ok')`},
 	},
 	migrate.Postgres: {
-		{"projects", 1001, `INSERT INTO projects (id, name, api_key_ciphertext, api_key_hint) VALUES (1001, 'upgrade', '\x00', 'sk-...1234')`},
-		{"tokens", 2001, `INSERT INTO tokens (id, project_id, secret_hash, token_prefix, expires_at) VALUES (2001, 1001, '\x01', 'tok_', '2100-01-01T00:00:00Z')`},
-		{"usage_events", 3001, `INSERT INTO usage_events (id, token_id, project_id, method, path, status, created_at) VALUES (3001, 2001, 1001, 'POST', '/v1/chat/completions', 200, '2023-11-14T22:13:20Z')`},
-		{"audit_events", 4001, `INSERT INTO audit_events (id, actor, action, project_id, result) VALUES (4001, 'admin', 'project.create', 1001, 'ok')`},
+		{"projects", "id = 1001", `INSERT INTO projects (id, name, api_key_ciphertext, api_key_hint) VALUES (1001, 'upgrade', '\x00', 'sk-...1234')`},
+		{"tokens", "id = 2001", `INSERT INTO tokens (id, project_id, secret_hash, token_prefix, expires_at) VALUES (2001, 1001, '\x01', 'tok_', '2100-01-01T00:00:00Z')`},
+		{"usage_events", "id = 3001", `INSERT INTO usage_events (id, token_id, project_id, method, path, status, created_at) VALUES (3001, 2001, 1001, 'POST', '/v1/chat/completions', 200, '2023-11-14T22:13:20Z')`},
+		{"usage_daily", "day = '2023-11-14' AND model = 'm'", `INSERT INTO usage_daily (day, project_id, token_id, model, requests, errors, prompt_tokens, completion_tokens, total_tokens) VALUES ('2023-11-14', 1001, 2001, 'm', 2, 1, 3, 4, 7)`},
+		{"audit_events", "id = 4001", `INSERT INTO audit_events (id, actor, action, project_id, result) VALUES (4001, 'admin', 'project.create', 1001, 'ok')`},
 	},
 }
 
