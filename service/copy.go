@@ -13,6 +13,7 @@ const (
 	TableProjects    = "projects"
 	TableTokens      = "tokens"
 	TableUsageEvents = "usage_events"
+	TableUsageDaily  = "usage_daily"
 	TableAuditEvents = "audit_events"
 )
 
@@ -27,11 +28,22 @@ type DumpParams struct {
 }
 
 // MaxRows is the page size to query.
-func (p *DumpParams) MaxRows() int64 {
-	if p.Limit <= 0 {
+func (p *DumpParams) MaxRows() int64 { return dumpLimit(p.Limit) }
+
+// UsageDailyDumpParams pages usage_daily, which has no id, in key order.
+type UsageDailyDumpParams struct {
+	After UsageDailyKey // the key of the previous page's last row; zero: from the start
+	Limit int           // 0 or less: DefaultCopyBatchSize
+}
+
+// MaxRows is the page size to query.
+func (p *UsageDailyDumpParams) MaxRows() int64 { return dumpLimit(p.Limit) }
+
+func dumpLimit(limit int) int64 {
+	if limit <= 0 {
 		return DefaultCopyBatchSize
 	}
-	return int64(p.Limit)
+	return int64(limit)
 }
 
 // Dumper reads whole tables, rows exactly as stored, for db copy and export.
@@ -40,6 +52,7 @@ type Dumper interface {
 	ProjectDump(ctx context.Context, params *DumpParams) ([]*Project, error)
 	TokenDump(ctx context.Context, params *DumpParams) ([]*Token, error)
 	UsageDump(ctx context.Context, params *DumpParams) ([]*UsageEvent, error)
+	UsageDailyDump(ctx context.Context, params *UsageDailyDumpParams) ([]*UsageDaily, error)
 	AuditDump(ctx context.Context, params *DumpParams) ([]*AuditEvent, error)
 	// TableCounts returns the number of rows of every table, keyed by table name.
 	TableCounts(ctx context.Context) (map[string]int64, error)
@@ -51,6 +64,7 @@ type Loader interface {
 	ProjectInsertFullMany(ctx context.Context, rows []*Project) error
 	TokenInsertFullMany(ctx context.Context, rows []*Token) error
 	UsageInsertFullMany(ctx context.Context, rows []*UsageEvent) error
+	UsageDailyInsertFullMany(ctx context.Context, rows []*UsageDaily) error
 	AuditInsertFullMany(ctx context.Context, rows []*AuditEvent) error
 }
 
@@ -61,7 +75,8 @@ type BulkStore interface {
 	// TableTruncateAll deletes every row of every table, in one transaction.
 	TableTruncateAll(ctx context.Context) error
 	// TableSequencesReset makes the next id each table generates follow its
-	// largest id, and returns those next ids keyed by table name.
+	// largest id, and returns those next ids keyed by table name (tables
+	// without ids, such as usage_daily, are left out).
 	TableSequencesReset(ctx context.Context) (map[string]int64, error)
 }
 
@@ -117,11 +132,12 @@ type CopyProgress struct {
 type TableReport struct {
 	Table string
 	Rows  int64
-	// Checksum is the hex SHA-256 of every row's fields in id order, times
+	// Checksum is the hex SHA-256 of every row's fields in key order, times
 	// truncated to milliseconds and JSON in a canonical form, so it is the
 	// same on every backend.
 	Checksum string
-	// NextID is the id the target generates next (Copy and Import only).
+	// NextID is the id the target generates next (Copy and Import only);
+	// 0 for usage_daily, which has no id.
 	NextID int64
 }
 
@@ -201,6 +217,7 @@ type rowSource interface {
 	ProjectDump(ctx context.Context, params *DumpParams) ([]*Project, error)
 	TokenDump(ctx context.Context, params *DumpParams) ([]*Token, error)
 	UsageDump(ctx context.Context, params *DumpParams) ([]*UsageEvent, error)
+	UsageDailyDump(ctx context.Context, params *UsageDailyDumpParams) ([]*UsageDaily, error)
 	AuditDump(ctx context.Context, params *DumpParams) ([]*AuditEvent, error)
 }
 

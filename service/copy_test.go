@@ -135,6 +135,7 @@ func fill(t *testing.T, s service.Store, usageRows int) map[string]int64 {
 	if _, err := s.UsageInsertBatch(ctx, events); err != nil {
 		t.Fatalf("UsageInsertBatch: %v", err)
 	}
+	dailyRows := rollUp(t, s, tokens)
 
 	projectID, tokenID := projects[1].ID, tokens[0].ID
 	for _, a := range []service.AuditInsertParams{
@@ -147,8 +148,41 @@ func fill(t *testing.T, s service.Store, usageRows int) map[string]int64 {
 		}
 	}
 	return map[string]int64{
-		service.TableProjects: 3, service.TableTokens: 3, service.TableUsageEvents: int64(usageRows), service.TableAuditEvents: 3,
+		service.TableProjects: 3, service.TableTokens: 3, service.TableUsageEvents: int64(usageRows),
+		service.TableUsageDaily: dailyRows, service.TableAuditEvents: 3,
 	}
+}
+
+// rollUp fills usage_daily the way llmproxy does, by pruning events of
+// earlier days, and returns the number of rows it made. Its models sort
+// differently bytewise and in most locales ("Z" < "a" < "é" bytewise).
+func rollUp(t *testing.T, s service.Store, tokens []*service.Token) int64 {
+	t.Helper()
+	const days = 10
+	models := []string{"gpt-4o", "", "modèle-ü", "Zeta"}
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	var events []*service.UsageEventCreateParams
+	for day := range days {
+		for i, tok := range tokens {
+			for j, model := range models {
+				for k, status := range []int64{200, 503} {
+					events = append(events, &service.UsageEventCreateParams{
+						TokenID: tok.ID, ProjectID: tok.ProjectID, Method: "POST", Path: "/v1/chat/completions",
+						Model: model, Status: status, PromptTokens: int64(day + i), CompletionTokens: int64(j), TotalTokens: int64(day + i + j),
+						CreatedAt: start.AddDate(0, 0, day).Add(time.Duration(i*j+k) * time.Hour),
+					})
+				}
+			}
+		}
+	}
+	if _, err := s.UsageInsertBatch(t.Context(), events); err != nil {
+		t.Fatalf("UsageInsertBatch: %v", err)
+	}
+	result, err := s.(service.UsagePruner).UsagePrune(t.Context(), &service.UsagePruneParams{Before: start.AddDate(0, 0, days)})
+	if err != nil || result.Events != int64(len(events)) {
+		t.Fatalf("UsagePrune = %+v, %v; want %d events rolled up", result, err, len(events))
+	}
+	return int64(days * len(tokens) * len(models))
 }
 
 func TestCopy(t *testing.T) {
@@ -161,7 +195,7 @@ func TestCopy(t *testing.T) {
 
 			var progress []service.CopyProgress
 			reports, err := service.Copy(t.Context(), src, dst, service.CopyOptions{
-				BatchSize: 700, // usage_events takes 8 batches
+				BatchSize: 50, // usage_events takes 100 batches, usage_daily 3
 				Progress:  func(p service.CopyProgress) { progress = append(progress, p) },
 			})
 			if err != nil {
@@ -300,7 +334,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Export: %v", err)
 			}
-			if lines := bytes.Count(export.Bytes(), []byte("\n")); lines != 3+3+2500+3 {
+			if lines := bytes.Count(export.Bytes(), []byte("\n")); lines != 3+3+2500+120+3 {
 				t.Errorf("export has %d lines, want one per row", lines)
 			}
 			imported, err := service.Import(t.Context(), &export, dst, service.CopyOptions{BatchSize: 999})
@@ -348,6 +382,7 @@ func TestImportRejectsBadInput(t *testing.T) {
 	t.Parallel()
 	project := `{"table":"projects","row":{"id":%d,"name":"p%d","api_key_ciphertext":"AQ==","api_key_hint":"h","is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z"}}`
 	usage := `{"table":"usage_events","row":{"id":1,"token_id":1,"project_id":1,"method":"GET","path":"/","model":"","status":200,"prompt_tokens":0,"completion_tokens":0,"total_tokens":0,"latency_ms":0,"created_at":"2025-01-01T00:00:00Z"}}`
+	daily := `{"table":"usage_daily","row":{"day":%q,"project_id":1,"token_id":2,"model":%q,"requests":2,"errors":1,"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`
 	for _, tc := range []struct {
 		name, input, want string
 	}{
@@ -362,13 +397,34 @@ func TestImportRejectsBadInput(t *testing.T) {
 		{"IDsDescending", fmt.Sprintf(project, 2, 2) + "\n\n" + fmt.Sprintf(project, 1, 1), "line 3: projects id 1 after id 2"},
 		{"TablesOutOfOrder", usage + "\n" + fmt.Sprintf(project, 1, 1), "line 2: a projects row after the usage_events rows"},
 		{"TokensAfterUsage", usage + "\n" + `{"table":"tokens","row":{}}`, "line 2: a tokens row after the usage_events rows"},
-		{"UnknownProject", `{"table":"tokens","row":{"id":1,"project_id":99,"secret_hash":"AQ==","token_prefix":"sk","expires_at":"2025-01-01T00:00:00Z","max_requests":null,"request_count":0,"is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z","last_used_at":null}}`, "tokens: write ids 1 to 1: references a row that does not exist"},
+		{"UsageDailyKeysDescending", fmt.Sprintf(daily, "2025-01-02T00:00:00Z", "b") + "\n" + fmt.Sprintf(daily, "2025-01-02T00:00:00Z", "a"),
+			`line 2: usage_daily key (2025-01-02, 1, 2, "a") after key (2025-01-02, 1, 2, "b")`},
+		{"UsageDailyDayNotMidnight", fmt.Sprintf(daily, "2025-01-02T05:00:00Z", "a"), `usage_daily: write rows key (2025-01-02, 1, 2, "a") to key (2025-01-02, 1, 2, "a"): violates a constraint`},
+		{"UnknownProject", `{"table":"tokens","row":{"id":1,"project_id":99,"secret_hash":"AQ==","token_prefix":"sk","expires_at":"2025-01-01T00:00:00Z","max_requests":null,"request_count":0,"is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z","last_used_at":null}}`, "tokens: write rows id 1 to id 1: references a row that does not exist"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := service.Import(t.Context(), strings.NewReader(tc.input), newSQLite(t), service.CopyOptions{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Import: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestImportRefusesUsageDayNotMidnight: a day is a UTC midnight on both
+// backends, which Postgres's date column alone would not say.
+func TestImportRefusesUsageDayNotMidnight(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			for _, day := range []string{"2025-01-02T05:00:00Z", "2025-01-02T00:00:00+01:00"} {
+				line := fmt.Sprintf(`{"table":"usage_daily","row":{"day":%q,"project_id":1,"token_id":2,"model":"m","requests":1,"errors":0,"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}`, day)
+				_, err := service.Import(t.Context(), strings.NewReader(line), b.open(t), service.CopyOptions{})
+				if !errors.Is(err, service.ErrInvalid) {
+					t.Errorf("Import of day %s: %v, want ErrInvalid", day, err)
+				}
 			}
 		})
 	}
@@ -409,17 +465,19 @@ func assertSameChecksums(t *testing.T, want, got []service.TableReport) {
 // to the millisecond and JSON by value.
 func assertSameRows(t *testing.T, a, b service.Dumper) {
 	t.Helper()
-	compareTable(t, a.ProjectDump, b.ProjectDump, func(r *service.Project) {
+	all := &service.DumpParams{Limit: 100_000}
+	compareTable(t, a.ProjectDump, b.ProjectDump, all, func(r *service.Project) {
 		r.CreatedAt, r.UpdatedAt = ms(r.CreatedAt), ms(r.UpdatedAt)
 	})
-	compareTable(t, a.TokenDump, b.TokenDump, func(r *service.Token) {
+	compareTable(t, a.TokenDump, b.TokenDump, all, func(r *service.Token) {
 		r.ExpiresAt, r.CreatedAt, r.UpdatedAt = ms(r.ExpiresAt), ms(r.CreatedAt), ms(r.UpdatedAt)
 		if r.LastUsedAt != nil {
 			*r.LastUsedAt = ms(*r.LastUsedAt)
 		}
 	})
-	compareTable(t, a.UsageDump, b.UsageDump, func(r *service.UsageEvent) { r.CreatedAt = ms(r.CreatedAt) })
-	compareTable(t, a.AuditDump, b.AuditDump, func(r *service.AuditEvent) {
+	compareTable(t, a.UsageDump, b.UsageDump, all, func(r *service.UsageEvent) { r.CreatedAt = ms(r.CreatedAt) })
+	compareTable(t, a.UsageDailyDump, b.UsageDailyDump, &service.UsageDailyDumpParams{Limit: 100_000}, func(*service.UsageDaily) {})
+	compareTable(t, a.AuditDump, b.AuditDump, all, func(r *service.AuditEvent) {
 		r.CreatedAt = ms(r.CreatedAt)
 		var v any
 		if err := json.Unmarshal(r.Details, &v); err != nil {
@@ -431,9 +489,8 @@ func assertSameRows(t *testing.T, a, b service.Dumper) {
 
 func ms(t time.Time) time.Time { return t.Truncate(time.Millisecond) }
 
-func compareTable[T any](t *testing.T, dumpA, dumpB func(context.Context, *service.DumpParams) ([]*T, error), normalize func(*T)) {
+func compareTable[T, P any](t *testing.T, dumpA, dumpB func(context.Context, *P) ([]*T, error), params *P, normalize func(*T)) {
 	t.Helper()
-	params := &service.DumpParams{Limit: 100_000}
 	rowsA, err := dumpA(t.Context(), params)
 	if err != nil {
 		t.Fatal(err)

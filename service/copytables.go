@@ -2,6 +2,7 @@ package service
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -15,33 +16,72 @@ import (
 
 // tables are copied in this order: each after the tables it references.
 var tables = []tableCopier{
-	&table[Project]{TableProjects, func(r *Project) int64 { return r.ID }, rowSource.ProjectDump, Loader.ProjectInsertFullMany},
-	&table[Token]{TableTokens, func(r *Token) int64 { return r.ID }, rowSource.TokenDump, Loader.TokenInsertFullMany},
-	&table[UsageEvent]{TableUsageEvents, func(r *UsageEvent) int64 { return r.ID }, rowSource.UsageDump, Loader.UsageInsertFullMany},
-	&table[AuditEvent]{TableAuditEvents, func(r *AuditEvent) int64 { return r.ID }, rowSource.AuditDump, Loader.AuditInsertFullMany},
+	byID(TableProjects, func(r *Project) int64 { return r.ID }, rowSource.ProjectDump, Loader.ProjectInsertFullMany),
+	byID(TableTokens, func(r *Token) int64 { return r.ID }, rowSource.TokenDump, Loader.TokenInsertFullMany),
+	byID(TableUsageEvents, func(r *UsageEvent) int64 { return r.ID }, rowSource.UsageDump, Loader.UsageInsertFullMany),
+	&table[UsageDaily]{
+		table: TableUsageDaily,
+		dump: func(src rowSource, ctx context.Context, after *UsageDaily, limit int) ([]*UsageDaily, error) {
+			p := &UsageDailyDumpParams{Limit: limit}
+			if after != nil {
+				p.After = after.Key()
+			}
+			return src.UsageDailyDump(ctx, p)
+		},
+		insert:  Loader.UsageDailyInsertFullMany,
+		compare: func(a, b *UsageDaily) int { return a.Key().Compare(b.Key()) },
+		describe: func(r *UsageDaily) string {
+			return fmt.Sprintf("key (%s, %d, %d, %q)", r.Day.Format(time.DateOnly), r.ProjectID, r.TokenID, r.Model)
+		},
+	},
+	byID(TableAuditEvents, func(r *AuditEvent) int64 { return r.ID }, rowSource.AuditDump, Loader.AuditInsertFullMany),
 }
 
 // tableCopier copies one table, whatever its row type.
 type tableCopier interface {
 	name() string
-	// copy reads every row of the table from src in id order, writes each
+	// copy reads every row of the table from src in key order, writes each
 	// batch to dst (unless dst is nil: then it only sums) and returns the
 	// count and checksum of the rows read.
 	copy(ctx context.Context, src rowSource, dst Loader, phase CopyPhase, total int64, opts CopyOptions) (*tableSum, error)
 }
 
+// table is a tableCopier for rows of type T, read in pages that each start
+// after the last row of the one before.
 type table[T any] struct {
-	table  string
-	id     func(*T) int64
-	dump   func(rowSource, context.Context, *DumpParams) ([]*T, error)
+	table string
+	// dump reads the next page of at most limit rows after the row after
+	// (nil: from the start).
+	dump   func(src rowSource, ctx context.Context, after *T, limit int) ([]*T, error)
 	insert func(Loader, context.Context, []*T) error
+	// compare orders rows by key, the order dump reads them in.
+	compare func(a, b *T) int
+	// describe names a row by its key, for errors.
+	describe func(*T) string
+}
+
+// byID is the table of rows keyed by an id, paged with DumpParams.
+func byID[T any](name string, id func(*T) int64, dump func(rowSource, context.Context, *DumpParams) ([]*T, error), insert func(Loader, context.Context, []*T) error) *table[T] {
+	return &table[T]{
+		table: name,
+		dump: func(src rowSource, ctx context.Context, after *T, limit int) ([]*T, error) {
+			p := &DumpParams{Limit: limit}
+			if after != nil {
+				p.AfterID = id(after)
+			}
+			return dump(src, ctx, p)
+		},
+		insert:   insert,
+		compare:  func(a, b *T) int { return cmp.Compare(id(a), id(b)) },
+		describe: func(r *T) string { return fmt.Sprintf("id %d", id(r)) },
+	}
 }
 
 func (t *table[T]) name() string { return t.table }
 
 func (t *table[T]) copy(ctx context.Context, src rowSource, dst Loader, phase CopyPhase, total int64, opts CopyOptions) (*tableSum, error) {
-	params := &DumpParams{Limit: opts.BatchSize}
-	batch := int(params.MaxRows())
+	batch := int(dumpLimit(opts.BatchSize))
+	var last *T // of the previous page
 	sum := newTableSum()
 	report := func(done bool) {
 		if opts.Progress != nil {
@@ -50,22 +90,28 @@ func (t *table[T]) copy(ctx context.Context, src rowSource, dst Loader, phase Co
 	}
 	report(false)
 	for {
-		rows, err := t.dump(src, ctx, params)
+		rows, err := t.dump(src, ctx, last, batch)
 		if err != nil {
-			return nil, fmt.Errorf("%s: read rows after id %d: %w", t.table, params.AfterID, err)
+			after := "from the start"
+			if last != nil {
+				after = "after " + t.describe(last)
+			}
+			return nil, fmt.Errorf("%s: read rows %s: %w", t.table, after, err)
 		}
 		if len(rows) > 0 {
-			// Summed before dst sees them, so that nothing dst does to
-			// them can reach the checksum it is verified against.
+			// Summed and kept before dst sees them, so that nothing dst does
+			// to them can reach the checksum it is verified against or the
+			// key the next page starts after.
 			for _, r := range rows {
 				sum.add(r)
 			}
+			end := *rows[len(rows)-1]
 			if dst != nil {
 				if err := t.insert(dst, ctx, rows); err != nil {
-					return nil, fmt.Errorf("%s: write ids %d to %d: %w", t.table, t.id(rows[0]), t.id(rows[len(rows)-1]), err)
+					return nil, fmt.Errorf("%s: write rows %s to %s: %w", t.table, t.describe(rows[0]), t.describe(&end), err)
 				}
 			}
-			params.AfterID = t.id(rows[len(rows)-1])
+			last = &end
 		}
 		if len(rows) < batch {
 			break

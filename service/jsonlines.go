@@ -53,6 +53,17 @@ type (
 		LatencyMS        int64     `json:"latency_ms"`
 		CreatedAt        time.Time `json:"created_at"`
 	}
+	usageDailyLine struct {
+		Day              time.Time `json:"day"`
+		ProjectID        int64     `json:"project_id"`
+		TokenID          int64     `json:"token_id"`
+		Model            string    `json:"model"`
+		Requests         int64     `json:"requests"`
+		Errors           int64     `json:"errors"`
+		PromptTokens     int64     `json:"prompt_tokens"`
+		CompletionTokens int64     `json:"completion_tokens"`
+		TotalTokens      int64     `json:"total_tokens"`
+	}
 	auditLine struct {
 		ID        int64           `json:"id"`
 		Actor     string          `json:"actor"`
@@ -98,6 +109,10 @@ func (j *jsonLinesWriter) UsageInsertFullMany(_ context.Context, rows []*UsageEv
 	return writeLines(j, TableUsageEvents, rows, func(r *UsageEvent) any { return (*usageLine)(r) })
 }
 
+func (j *jsonLinesWriter) UsageDailyInsertFullMany(_ context.Context, rows []*UsageDaily) error {
+	return writeLines(j, TableUsageDaily, rows, func(r *UsageDaily) any { return (*usageDailyLine)(r) })
+}
+
 func (j *jsonLinesWriter) AuditInsertFullMany(_ context.Context, rows []*AuditEvent) error {
 	return writeLines(j, TableAuditEvents, rows, func(r *AuditEvent) any { return (*auditLine)(r) })
 }
@@ -117,14 +132,15 @@ func writeLines[T any](j *jsonLinesWriter, table string, rows []*T, toLine func(
 
 // jsonLinesReader is the source Import reads: it serves each table's rows
 // in the order they come, so an export must list the tables in copy order
-// and each table's rows in ascending id order, as Export writes them.
+// and each table's rows in ascending key order (id; usage_daily's primary
+// key), as Export writes them.
 type jsonLinesReader struct {
 	r       *bufio.Reader
 	lineNo  int
 	next    *line // read but not yet served: the first row of a later table
 	nextNo  int
-	current int   // index in tables of the table being served
-	lastID  int64 // of the last row served from it
+	current int // index in tables of the table being served
+	last    any // the last row served from it, a *T; nil: none yet
 	eof     bool
 }
 
@@ -133,34 +149,41 @@ func newJSONLinesReader(r io.Reader) *jsonLinesReader {
 }
 
 func (j *jsonLinesReader) ProjectDump(ctx context.Context, p *DumpParams) ([]*Project, error) {
-	return readLines(ctx, j, TableProjects, p, func(l *projectLine) (*Project, int64) { return (*Project)(l), l.ID })
+	return readLines(ctx, j, TableProjects, p.MaxRows(), func(l *projectLine) *Project { return (*Project)(l) })
 }
 
 func (j *jsonLinesReader) TokenDump(ctx context.Context, p *DumpParams) ([]*Token, error) {
-	return readLines(ctx, j, TableTokens, p, func(l *tokenLine) (*Token, int64) { return (*Token)(l), l.ID })
+	return readLines(ctx, j, TableTokens, p.MaxRows(), func(l *tokenLine) *Token { return (*Token)(l) })
 }
 
 func (j *jsonLinesReader) UsageDump(ctx context.Context, p *DumpParams) ([]*UsageEvent, error) {
-	return readLines(ctx, j, TableUsageEvents, p, func(l *usageLine) (*UsageEvent, int64) { return (*UsageEvent)(l), l.ID })
+	return readLines(ctx, j, TableUsageEvents, p.MaxRows(), func(l *usageLine) *UsageEvent { return (*UsageEvent)(l) })
+}
+
+func (j *jsonLinesReader) UsageDailyDump(ctx context.Context, p *UsageDailyDumpParams) ([]*UsageDaily, error) {
+	return readLines(ctx, j, TableUsageDaily, p.MaxRows(), func(l *usageDailyLine) *UsageDaily { return (*UsageDaily)(l) })
 }
 
 func (j *jsonLinesReader) AuditDump(ctx context.Context, p *DumpParams) ([]*AuditEvent, error) {
-	return readLines(ctx, j, TableAuditEvents, p, func(l *auditLine) (*AuditEvent, int64) { return (*AuditEvent)(l), l.ID })
+	return readLines(ctx, j, TableAuditEvents, p.MaxRows(), func(l *auditLine) *AuditEvent { return (*AuditEvent)(l) })
 }
 
-// readLines returns the next rows of table, at most p.MaxRows(), and none
-// once a line of a later table or the end of the stream comes.
-func readLines[L, T any](ctx context.Context, j *jsonLinesReader, table string, p *DumpParams, convert func(*L) (*T, int64)) ([]*T, error) {
+// readLines returns the next rows of table, at most limit, and none once a
+// line of a later table or the end of the stream comes. Each row's key must
+// be above the one before and, like the first page of a dump, above the
+// zero key (id 0).
+func readLines[L, T any](ctx context.Context, j *jsonLinesReader, name string, limit int64, convert func(*L) *T) ([]*T, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	want := slices.IndexFunc(tables, func(t tableCopier) bool { return t.name() == table })
+	want := slices.IndexFunc(tables, func(t tableCopier) bool { return t.name() == name })
+	t := tables[want].(*table[T])
 	if want != j.current {
-		j.current, j.lastID = want, 0
+		j.current, j.last = want, nil
 	}
 	columns := columnsOf[L]()
 	var rows []*T
-	for int64(len(rows)) < p.MaxRows() {
+	for int64(len(rows)) < limit {
 		l, no, err := j.peek()
 		if err != nil || l == nil {
 			return rows, err
@@ -170,20 +193,25 @@ func readLines[L, T any](ctx context.Context, j *jsonLinesReader, table string, 
 		case index < 0:
 			return nil, fmt.Errorf("line %d: unknown table %q", no, l.Table)
 		case index < want:
-			return nil, fmt.Errorf("line %d: a %s row after the %s rows: tables must come in the order %s", no, l.Table, table, tableOrder())
+			return nil, fmt.Errorf("line %d: a %s row after the %s rows: tables must come in the order %s", no, l.Table, name, tableOrder())
 		case index > want:
 			return rows, nil
 		}
 		j.next = nil
 		var row L
 		if err := decodeRow(l.Row, columns, &row); err != nil {
-			return nil, fmt.Errorf("line %d: %s row: %w", no, table, err)
+			return nil, fmt.Errorf("line %d: %s row: %w", no, name, err)
 		}
-		r, id := convert(&row)
-		if id <= j.lastID {
-			return nil, fmt.Errorf("line %d: %s id %d after id %d: rows must come in ascending id order", no, table, id, j.lastID)
+		r := convert(&row)
+		prev, _ := j.last.(*T)
+		if prev == nil {
+			prev = new(T)
 		}
-		j.lastID = id
+		if t.compare(r, prev) <= 0 {
+			return nil, fmt.Errorf("line %d: %s %s after %s: rows must come in ascending order", no, name, t.describe(r), t.describe(prev))
+		}
+		last := *r // dst may change r
+		j.last = &last
 		rows = append(rows, r)
 	}
 	return rows, nil

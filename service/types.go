@@ -88,3 +88,22 @@ type RevokeResult struct {
 	RevokedCount        int64
 	AlreadyRevokedCount int64
 }
+
+// UsageDaily is the usage of one token with one model on one UTC day, summed
+// from the raw usage events that pruning rolled up (see UsagePruner).
+type UsageDaily struct {
+	Day              time.Time // the UTC midnight starting the day
+	ProjectID        int64
+	TokenID          int64
+	Model            string
+	Requests         int64
+	Errors           int64 // upstream status >= 400
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
+// Key returns the row's primary key.
+func (d *UsageDaily) Key() UsageDailyKey {
+	return UsageDailyKey{Day: d.Day, ProjectID: d.ProjectID, TokenID: d.TokenID, Model: d.Model}
+}

@@ -376,7 +376,11 @@ func printReports(w io.Writer, reports []service.TableReport, verified bool) {
 	}
 	for _, r := range reports {
 		if verified {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.Table, r.Rows, r.NextID, r.Checksum)
+			next := "-" // a table without ids
+			if r.NextID != 0 {
+				next = fmt.Sprint(r.NextID)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", r.Table, r.Rows, next, r.Checksum)
 		} else {
 			fmt.Fprintf(tw, "%s\t%d\t%s\n", r.Table, r.Rows, r.Checksum)
 		}

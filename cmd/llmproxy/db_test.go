@@ -59,6 +59,22 @@ func seedDatabase(t *testing.T, cfg service.Config) {
 	if _, err := s.UsageInsertBatch(ctx, events); err != nil {
 		t.Fatal(err)
 	}
+	// Events of two ended days, rolled up into 4 usage_daily rows.
+	var old []*service.UsageEventCreateParams
+	for _, age := range []time.Duration{72 * time.Hour, 96 * time.Hour} {
+		for _, tok := range tokens {
+			old = append(old, &service.UsageEventCreateParams{
+				TokenID: tok.ID, ProjectID: p.ID, Method: "POST", Path: "/v1/chat/completions",
+				Model: "modèle", Status: 500, TotalTokens: 9, CreatedAt: time.Now().Add(-age),
+			})
+		}
+	}
+	if _, err := s.UsageInsertBatch(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.(service.UsagePruner).UsagePrune(ctx, &service.UsagePruneParams{Before: time.Now().Add(-48 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.AuditInsert(ctx, &service.AuditInsertParams{
 		Actor: "cli", Action: "project.create", ProjectID: &p.ID, Result: "ok", Details: json.RawMessage(`{"z": "ü", "a": 1}`),
 	}); err != nil {
@@ -82,7 +98,7 @@ func postgresConfig(url string) service.Config {
 func checksumLines(report string) []string {
 	var lines []string
 	for _, l := range strings.Split(report, "\n") {
-		if strings.HasPrefix(l, "projects") || strings.HasPrefix(l, "tokens") || strings.HasPrefix(l, "usage_events") || strings.HasPrefix(l, "audit_events") {
+		if strings.HasPrefix(l, "projects") || strings.HasPrefix(l, "tokens") || strings.HasPrefix(l, "usage_") || strings.HasPrefix(l, "audit_events") {
 			lines = append(lines, strings.Join(strings.Fields(l), " "))
 		}
 	}
@@ -100,7 +116,7 @@ func TestDBCopyBothDirections(t *testing.T) {
 	if err != nil {
 		t.Fatalf("copy SQLite to Postgres: %v\n%s", err, progress)
 	}
-	want := []string{"projects 1 2", "tokens 2 3", "usage_events 25 26", "audit_events 1 2"}
+	want := []string{"projects 1 2", "tokens 2 3", "usage_events 25 26", "usage_daily 4 -", "audit_events 1 2"}
 	lines := checksumLines(toPostgres)
 	if len(lines) != len(want) || !strings.Contains(toPostgres, "verified") {
 		t.Fatalf("copy output:\n%s", toPostgres)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	dashboard "github.com/llmproxy/llmproxy/internal/admin" // "admin" is a test helper here
 	"github.com/llmproxy/llmproxy/internal/config"
 	"github.com/llmproxy/llmproxy/internal/manage"
 	"github.com/llmproxy/llmproxy/internal/metrics"
@@ -33,6 +34,10 @@ const (
 	abortTimeout = 5 * time.Second
 	flushTimeout = 30 * time.Second
 )
+
+// usageRetentionInterval is how often old usage events are rolled up:
+// hourly, each run finds at most the day that has just passed the retention.
+const usageRetentionInterval = time.Hour
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return serve(ctx, args, os.Getenv, stdout, stderr, nil)
@@ -76,6 +81,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer store.Close()
 	log.Info("store open", "driver", cfg.Storage.Driver)
+	if pruner, ok := store.(service.UsagePruner); ok && cfg.UsageRetentionDays > 0 {
+		// Stopped and waited for before the store closes (defers run last first).
+		stop := startRetention(ctx, pruner, usage.RetentionOptions{
+			Days: cfg.UsageRetentionDays, Interval: usageRetentionInterval, Logger: log,
+		})
+		defer stop()
+	}
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -89,13 +101,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if pool, ok := store.(service.PoolStatser); ok {
 		m.DatabasePool(pool.PoolStats)
 	}
+	manager := manage.New(store, cfg.Keys, log)
 	handler := server.New(server.Options{
 		Store:   store,
-		Manager: manage.New(store, cfg.Keys, log),
+		Manager: manager,
 		Metrics: m,
 		Proxy: proxy.New(proxy.Options{
 			Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
 		}),
+		Admin:           dashboard.New(dashboard.Options{Manager: manager, Store: store, ManagementToken: cfg.ManagementToken, Logger: log}),
 		ManagementToken: cfg.ManagementToken,
 		Logger:          log,
 	})
@@ -155,6 +169,21 @@ func shutdown(ctx context.Context, log *slog.Logger, srv *http.Server, inflight 
 	}
 	log.Info("shutdown complete")
 	return nil
+}
+
+// startRetention runs usage.RunRetention in the background; the function
+// it returns stops it and waits until it has.
+func startRetention(ctx context.Context, pruner service.UsagePruner, opts usage.RetentionOptions) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		usage.RunRetention(ctx, pruner, opts)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // openStore opens (and migrates) the configured database; its errors name

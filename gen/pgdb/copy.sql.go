@@ -137,6 +137,7 @@ SELECT
   (SELECT count(*) FROM projects)     AS projects,
   (SELECT count(*) FROM tokens)       AS tokens,
   (SELECT count(*) FROM usage_events) AS usage_events,
+  (SELECT count(*) FROM usage_daily)  AS usage_daily,
   (SELECT count(*) FROM audit_events) AS audit_events
 `
 
@@ -144,6 +145,7 @@ type TableCountsRow struct {
 	Projects    int64
 	Tokens      int64
 	UsageEvents int64
+	UsageDaily  int64
 	AuditEvents int64
 }
 
@@ -154,6 +156,7 @@ func (q *Queries) TableCounts(ctx context.Context, db DBTX) (*TableCountsRow, er
 		&i.Projects,
 		&i.Tokens,
 		&i.UsageEvents,
+		&i.UsageDaily,
 		&i.AuditEvents,
 	)
 	return &i, err
@@ -253,6 +256,81 @@ type TokenInsertFullManyParams struct {
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
 	LastUsedAt   *time.Time
+}
+
+const usageDailyDeleteAll = `-- name: UsageDailyDeleteAll :exec
+TRUNCATE usage_daily
+`
+
+func (q *Queries) UsageDailyDeleteAll(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, usageDailyDeleteAll)
+	return err
+}
+
+const usageDailyDump = `-- name: UsageDailyDump :many
+SELECT day, project_id, token_id, model, requests, errors, prompt_tokens, completion_tokens, total_tokens FROM usage_daily
+WHERE (day, project_id, token_id, model)
+    > ($1::date, $2::bigint, $3::bigint, $4::text)
+ORDER BY day, project_id, token_id, model
+LIMIT $5::bigint
+`
+
+type UsageDailyDumpParams struct {
+	AfterDay       time.Time
+	AfterProjectID int64
+	AfterTokenID   int64
+	AfterModel     string
+	MaxRows        int64
+}
+
+// usage_daily has no id: it pages in primary key order, after the key of
+// the previous page's last row (all zero: from the start).
+func (q *Queries) UsageDailyDump(ctx context.Context, db DBTX, arg *UsageDailyDumpParams) ([]*UsageDaily, error) {
+	rows, err := db.Query(ctx, usageDailyDump,
+		arg.AfterDay,
+		arg.AfterProjectID,
+		arg.AfterTokenID,
+		arg.AfterModel,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*UsageDaily
+	for rows.Next() {
+		var i UsageDaily
+		if err := rows.Scan(
+			&i.Day,
+			&i.ProjectID,
+			&i.TokenID,
+			&i.Model,
+			&i.Requests,
+			&i.Errors,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.TotalTokens,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+type UsageDailyInsertFullManyParams struct {
+	Day              time.Time
+	ProjectID        int64
+	TokenID          int64
+	Model            string
+	Requests         int64
+	Errors           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
 }
 
 const usageDeleteAll = `-- name: UsageDeleteAll :exec

@@ -130,6 +130,46 @@ func (q *Queries) TokenInsertFullMany(ctx context.Context, db DBTX, arg []*Token
 	return db.CopyFrom(ctx, []string{"tokens"}, []string{"id", "project_id", "secret_hash", "token_prefix", "expires_at", "max_requests", "request_count", "is_active", "created_at", "updated_at", "last_used_at"}, &iteratorForTokenInsertFullMany{rows: arg})
 }
 
+// iteratorForUsageDailyInsertFullMany implements pgx.CopyFromSource.
+type iteratorForUsageDailyInsertFullMany struct {
+	rows                 []*UsageDailyInsertFullManyParams
+	skippedFirstNextCall bool
+}
+
+func (r *iteratorForUsageDailyInsertFullMany) Next() bool {
+	if len(r.rows) == 0 {
+		return false
+	}
+	if !r.skippedFirstNextCall {
+		r.skippedFirstNextCall = true
+		return true
+	}
+	r.rows = r.rows[1:]
+	return len(r.rows) > 0
+}
+
+func (r iteratorForUsageDailyInsertFullMany) Values() ([]interface{}, error) {
+	return []interface{}{
+		r.rows[0].Day,
+		r.rows[0].ProjectID,
+		r.rows[0].TokenID,
+		r.rows[0].Model,
+		r.rows[0].Requests,
+		r.rows[0].Errors,
+		r.rows[0].PromptTokens,
+		r.rows[0].CompletionTokens,
+		r.rows[0].TotalTokens,
+	}, nil
+}
+
+func (r iteratorForUsageDailyInsertFullMany) Err() error {
+	return nil
+}
+
+func (q *Queries) UsageDailyInsertFullMany(ctx context.Context, db DBTX, arg []*UsageDailyInsertFullManyParams) (int64, error) {
+	return db.CopyFrom(ctx, []string{"usage_daily"}, []string{"day", "project_id", "token_id", "model", "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens"}, &iteratorForUsageDailyInsertFullMany{rows: arg})
+}
+
 // iteratorForUsageInsertBatch implements pgx.CopyFromSource.
 type iteratorForUsageInsertBatch struct {
 	rows                 []*UsageInsertBatchParams

@@ -43,6 +43,18 @@ type Token struct {
 	LastUsedAt   *time.Time
 }
 
+type UsageDaily struct {
+	Day              time.Time
+	ProjectID        int64
+	TokenID          int64
+	Model            string
+	Requests         int64
+	Errors           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
 type UsageEvent struct {
 	ID               int64
 	TokenID          int64

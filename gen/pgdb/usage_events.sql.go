@@ -10,6 +10,60 @@ import (
 	"time"
 )
 
+const usageDeleteBefore = `-- name: UsageDeleteBefore :many
+DELETE FROM usage_events
+WHERE id IN (
+  SELECT old.id FROM usage_events AS old
+  WHERE old.created_at < $1
+  ORDER BY old.created_at
+  LIMIT $2::bigint
+  FOR UPDATE SKIP LOCKED
+)
+RETURNING id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
+`
+
+type UsageDeleteBeforeParams struct {
+	Before  time.Time
+	MaxRows int64
+}
+
+// Deletes and returns up to max_rows of the oldest events created before
+// @before, for UsagePrune to roll up in the same transaction. Rows another
+// transaction has locked are skipped, not waited for, so concurrent pruners
+// take disjoint batches and none is rolled up twice.
+func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDeleteBeforeParams) ([]*UsageEvent, error) {
+	rows, err := db.Query(ctx, usageDeleteBefore, arg.Before, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*UsageEvent
+	for rows.Next() {
+		var i UsageEvent
+		if err := rows.Scan(
+			&i.ID,
+			&i.TokenID,
+			&i.ProjectID,
+			&i.Method,
+			&i.Path,
+			&i.Model,
+			&i.Status,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.TotalTokens,
+			&i.LatencyMs,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 type UsageInsertBatchParams struct {
 	TokenID          int64
 	ProjectID        int64
@@ -81,15 +135,31 @@ func (q *Queries) UsageList(ctx context.Context, db DBTX, arg *UsageListParams) 
 
 const usageTotals = `-- name: UsageTotals :one
 SELECT
-  count(*)                                                   AS requests,
-  count(*) FILTER (WHERE status >= 400)                      AS errors,
-  COALESCE(sum(prompt_tokens), 0)::bigint                    AS prompt_tokens,
-  COALESCE(sum(completion_tokens), 0)::bigint                AS completion_tokens,
-  COALESCE(sum(total_tokens), 0)::bigint                     AS total_tokens
-FROM usage_events
-WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
-  AND ($2::bigint IS NULL OR token_id = $2::bigint)
-  AND created_at >= $3 AND created_at < $4
+  sum(requests)::bigint          AS requests,
+  sum(errors)::bigint            AS errors,
+  sum(prompt_tokens)::bigint     AS prompt_tokens,
+  sum(completion_tokens)::bigint AS completion_tokens,
+  sum(total_tokens)::bigint      AS total_tokens
+FROM (
+  SELECT
+    count(*)                              AS requests,
+    count(*) FILTER (WHERE status >= 400) AS errors,
+    COALESCE(sum(prompt_tokens), 0)       AS prompt_tokens,
+    COALESCE(sum(completion_tokens), 0)   AS completion_tokens,
+    COALESCE(sum(total_tokens), 0)        AS total_tokens
+  FROM usage_events
+  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
+    AND ($2::bigint IS NULL OR token_id = $2::bigint)
+    AND created_at >= $3 AND created_at < $4
+  UNION ALL
+  SELECT
+    COALESCE(sum(requests), 0), COALESCE(sum(errors), 0), COALESCE(sum(prompt_tokens), 0),
+    COALESCE(sum(completion_tokens), 0), COALESCE(sum(total_tokens), 0)
+  FROM usage_daily
+  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
+    AND ($2::bigint IS NULL OR token_id = $2::bigint)
+    AND day >= $5::date AND day < $6::date
+) AS u
 `
 
 type UsageTotalsParams struct {
@@ -97,6 +167,8 @@ type UsageTotalsParams struct {
 	TokenID   *int64
 	Since     time.Time
 	Until     time.Time
+	SinceDay  time.Time
+	UntilDay  time.Time
 }
 
 type UsageTotalsRow struct {
@@ -107,12 +179,17 @@ type UsageTotalsRow struct {
 	TotalTokens      int64
 }
 
+// The raw events created in [since, until) plus the rollups of the days in
+// [since_day, until_day): pruning moves each event from one table to the
+// other in one transaction, so every request is counted exactly once.
 func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsParams) (*UsageTotalsRow, error) {
 	row := db.QueryRow(ctx, usageTotals,
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
 		arg.Until,
+		arg.SinceDay,
+		arg.UntilDay,
 	)
 	var i UsageTotalsRow
 	err := row.Scan(
@@ -128,15 +205,32 @@ func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsPara
 const usageTotalsByModel = `-- name: UsageTotalsByModel :many
 SELECT
   model,
-  count(*)                                                   AS requests,
-  count(*) FILTER (WHERE status >= 400)                      AS errors,
-  COALESCE(sum(prompt_tokens), 0)::bigint                    AS prompt_tokens,
-  COALESCE(sum(completion_tokens), 0)::bigint                AS completion_tokens,
-  COALESCE(sum(total_tokens), 0)::bigint                     AS total_tokens
-FROM usage_events
-WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
-  AND ($2::bigint IS NULL OR token_id = $2::bigint)
-  AND created_at >= $3 AND created_at < $4
+  sum(requests)::bigint          AS requests,
+  sum(errors)::bigint            AS errors,
+  sum(prompt_tokens)::bigint     AS prompt_tokens,
+  sum(completion_tokens)::bigint AS completion_tokens,
+  sum(total_tokens)::bigint      AS total_tokens
+FROM (
+  SELECT
+    model,
+    count(*)                              AS requests,
+    count(*) FILTER (WHERE status >= 400) AS errors,
+    sum(prompt_tokens)                    AS prompt_tokens,
+    sum(completion_tokens)                AS completion_tokens,
+    sum(total_tokens)                     AS total_tokens
+  FROM usage_events
+  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
+    AND ($2::bigint IS NULL OR token_id = $2::bigint)
+    AND created_at >= $3 AND created_at < $4
+  GROUP BY model
+  UNION ALL
+  SELECT model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
+    AND ($2::bigint IS NULL OR token_id = $2::bigint)
+    AND day >= $5::date AND day < $6::date
+  GROUP BY model
+) AS u
 GROUP BY model
 ORDER BY model
 `
@@ -146,6 +240,8 @@ type UsageTotalsByModelParams struct {
 	TokenID   *int64
 	Since     time.Time
 	Until     time.Time
+	SinceDay  time.Time
+	UntilDay  time.Time
 }
 
 type UsageTotalsByModelRow struct {
@@ -157,12 +253,16 @@ type UsageTotalsByModelRow struct {
 	TotalTokens      int64
 }
 
+// UsageTotals per model, sorted bytewise as in SQLite: usage_daily.model's
+// collation "C" is the union's.
 func (q *Queries) UsageTotalsByModel(ctx context.Context, db DBTX, arg *UsageTotalsByModelParams) ([]*UsageTotalsByModelRow, error) {
 	rows, err := db.Query(ctx, usageTotalsByModel,
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
 		arg.Until,
+		arg.SinceDay,
+		arg.UntilDay,
 	)
 	if err != nil {
 		return nil, err

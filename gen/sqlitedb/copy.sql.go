@@ -160,6 +160,7 @@ SELECT
   (SELECT count(*) FROM projects)     AS projects,
   (SELECT count(*) FROM tokens)       AS tokens,
   (SELECT count(*) FROM usage_events) AS usage_events,
+  (SELECT count(*) FROM usage_daily)  AS usage_daily,
   (SELECT count(*) FROM audit_events) AS audit_events
 `
 
@@ -167,6 +168,7 @@ type TableCountsRow struct {
 	Projects    int64
 	Tokens      int64
 	UsageEvents int64
+	UsageDaily  int64
 	AuditEvents int64
 }
 
@@ -177,6 +179,7 @@ func (q *Queries) TableCounts(ctx context.Context, db DBTX) (*TableCountsRow, er
 		&i.Projects,
 		&i.Tokens,
 		&i.UsageEvents,
+		&i.UsageDaily,
 		&i.AuditEvents,
 	)
 	return &i, err
@@ -284,6 +287,94 @@ FROM json_each(CAST(?1 AS TEXT))
 
 func (q *Queries) TokenInsertFullMany(ctx context.Context, db DBTX, rows string) (int64, error) {
 	result, err := db.ExecContext(ctx, tokenInsertFullMany, rows)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
+}
+
+const usageDailyDeleteAll = `-- name: UsageDailyDeleteAll :exec
+DELETE FROM usage_daily
+`
+
+func (q *Queries) UsageDailyDeleteAll(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, usageDailyDeleteAll)
+	return err
+}
+
+const usageDailyDump = `-- name: UsageDailyDump :many
+SELECT day, project_id, token_id, model, requests, errors, prompt_tokens, completion_tokens, total_tokens FROM usage_daily
+WHERE (day, project_id, token_id, model)
+    > (?1, ?2, ?3, CAST(?4 AS TEXT))
+ORDER BY day, project_id, token_id, model
+LIMIT ?5
+`
+
+type UsageDailyDumpParams struct {
+	AfterDay       int64
+	AfterProjectID int64
+	AfterTokenID   int64
+	AfterModel     string
+	MaxRows        int64
+}
+
+// usage_daily has no id: it pages in primary key order, after the key of
+// the previous page's last row (all zero: from the start).
+func (q *Queries) UsageDailyDump(ctx context.Context, db DBTX, arg *UsageDailyDumpParams) ([]*UsageDaily, error) {
+	rows, err := db.QueryContext(ctx, usageDailyDump,
+		arg.AfterDay,
+		arg.AfterProjectID,
+		arg.AfterTokenID,
+		arg.AfterModel,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*UsageDaily
+	for rows.Next() {
+		var i UsageDaily
+		if err := rows.Scan(
+			&i.Day,
+			&i.ProjectID,
+			&i.TokenID,
+			&i.Model,
+			&i.Requests,
+			&i.Errors,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.TotalTokens,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const usageDailyInsertFullMany = `-- name: UsageDailyInsertFullMany :execrows
+INSERT INTO usage_daily (
+  day, project_id, token_id, model,
+  requests, errors, prompt_tokens, completion_tokens, total_tokens
+)
+SELECT
+  json_extract(value, '$.day'), json_extract(value, '$.project_id'),
+  json_extract(value, '$.token_id'), json_extract(value, '$.model'),
+  json_extract(value, '$.requests'), json_extract(value, '$.errors'),
+  json_extract(value, '$.prompt_tokens'), json_extract(value, '$.completion_tokens'),
+  json_extract(value, '$.total_tokens')
+FROM json_each(CAST(?1 AS TEXT))
+`
+
+func (q *Queries) UsageDailyInsertFullMany(ctx context.Context, db DBTX, rows string) (int64, error) {
+	result, err := db.ExecContext(ctx, usageDailyInsertFullMany, rows)
 	if err != nil {
 		return 0, err
 	}

@@ -39,6 +39,18 @@ type Token struct {
 	LastUsedAt   *int64
 }
 
+type UsageDaily struct {
+	Day              int64
+	ProjectID        int64
+	TokenID          int64
+	Model            string
+	Requests         int64
+	Errors           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
 type UsageEvent struct {
 	ID               int64
 	TokenID          int64

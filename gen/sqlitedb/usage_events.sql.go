@@ -9,6 +9,60 @@ import (
 	"context"
 )
 
+const usageDeleteBefore = `-- name: UsageDeleteBefore :many
+DELETE FROM usage_events
+WHERE id IN (
+  SELECT old.id FROM usage_events AS old
+  WHERE old.created_at < ?1
+  ORDER BY old.created_at
+  LIMIT ?2
+)
+RETURNING id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
+`
+
+type UsageDeleteBeforeParams struct {
+	Before  int64
+	MaxRows int64
+}
+
+// Deletes and returns up to max_rows of the oldest events created before
+// @before, for UsagePrune to roll up in the same transaction.
+func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDeleteBeforeParams) ([]*UsageEvent, error) {
+	rows, err := db.QueryContext(ctx, usageDeleteBefore, arg.Before, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*UsageEvent
+	for rows.Next() {
+		var i UsageEvent
+		if err := rows.Scan(
+			&i.ID,
+			&i.TokenID,
+			&i.ProjectID,
+			&i.Method,
+			&i.Path,
+			&i.Model,
+			&i.Status,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.TotalTokens,
+			&i.LatencyMs,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const usageInsertBatch = `-- name: UsageInsertBatch :execrows
 INSERT INTO usage_events (
   token_id, project_id, method, path, model, status,
@@ -93,15 +147,26 @@ func (q *Queries) UsageList(ctx context.Context, db DBTX, arg *UsageListParams) 
 
 const usageTotals = `-- name: UsageTotals :one
 SELECT
-  count(*)                                                        AS requests,
-  CAST(COALESCE(sum(status >= 400), 0) AS INTEGER)                AS errors,
-  CAST(COALESCE(sum(prompt_tokens), 0) AS INTEGER)                AS prompt_tokens,
-  CAST(COALESCE(sum(completion_tokens), 0) AS INTEGER)            AS completion_tokens,
-  CAST(COALESCE(sum(total_tokens), 0) AS INTEGER)                 AS total_tokens
-FROM usage_events
-WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
-  AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
-  AND created_at >= ?3 AND created_at < ?4
+  CAST(COALESCE(sum(requests), 0) AS INTEGER)          AS requests,
+  CAST(COALESCE(sum(errors), 0) AS INTEGER)            AS errors,
+  CAST(COALESCE(sum(prompt_tokens), 0) AS INTEGER)     AS prompt_tokens,
+  CAST(COALESCE(sum(completion_tokens), 0) AS INTEGER) AS completion_tokens,
+  CAST(COALESCE(sum(total_tokens), 0) AS INTEGER)      AS total_tokens
+FROM (
+  SELECT
+    count(*) AS requests, sum(status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
+  FROM usage_events
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND created_at >= ?3 AND created_at < ?4
+  UNION ALL
+  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND day >= ?5 AND day < ?6
+)
 `
 
 type UsageTotalsParams struct {
@@ -109,6 +174,8 @@ type UsageTotalsParams struct {
 	TokenID   *int64
 	Since     int64
 	Until     int64
+	SinceDay  int64
+	UntilDay  int64
 }
 
 type UsageTotalsRow struct {
@@ -119,12 +186,17 @@ type UsageTotalsRow struct {
 	TotalTokens      int64
 }
 
+// The raw events created in [since, until) plus the rollups of the days in
+// [since_day, until_day): pruning moves each event from one table to the
+// other in one transaction, so every request is counted exactly once.
 func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsParams) (*UsageTotalsRow, error) {
 	row := db.QueryRowContext(ctx, usageTotals,
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
 		arg.Until,
+		arg.SinceDay,
+		arg.UntilDay,
 	)
 	var i UsageTotalsRow
 	err := row.Scan(
@@ -140,15 +212,28 @@ func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsPara
 const usageTotalsByModel = `-- name: UsageTotalsByModel :many
 SELECT
   model,
-  count(*)                                                        AS requests,
-  CAST(COALESCE(sum(status >= 400), 0) AS INTEGER)                AS errors,
-  CAST(COALESCE(sum(prompt_tokens), 0) AS INTEGER)                AS prompt_tokens,
-  CAST(COALESCE(sum(completion_tokens), 0) AS INTEGER)            AS completion_tokens,
-  CAST(COALESCE(sum(total_tokens), 0) AS INTEGER)                 AS total_tokens
-FROM usage_events
-WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
-  AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
-  AND created_at >= ?3 AND created_at < ?4
+  CAST(sum(requests) AS INTEGER)          AS requests,
+  CAST(sum(errors) AS INTEGER)            AS errors,
+  CAST(sum(prompt_tokens) AS INTEGER)     AS prompt_tokens,
+  CAST(sum(completion_tokens) AS INTEGER) AS completion_tokens,
+  CAST(sum(total_tokens) AS INTEGER)      AS total_tokens
+FROM (
+  SELECT
+    model, count(*) AS requests, sum(status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
+  FROM usage_events
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND created_at >= ?3 AND created_at < ?4
+  GROUP BY model
+  UNION ALL
+  SELECT model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND day >= ?5 AND day < ?6
+  GROUP BY model
+)
 GROUP BY model
 ORDER BY model
 `
@@ -158,6 +243,8 @@ type UsageTotalsByModelParams struct {
 	TokenID   *int64
 	Since     int64
 	Until     int64
+	SinceDay  int64
+	UntilDay  int64
 }
 
 type UsageTotalsByModelRow struct {
@@ -169,12 +256,15 @@ type UsageTotalsByModelRow struct {
 	TotalTokens      int64
 }
 
+// UsageTotals per model.
 func (q *Queries) UsageTotalsByModel(ctx context.Context, db DBTX, arg *UsageTotalsByModelParams) ([]*UsageTotalsByModelRow, error) {
 	rows, err := db.QueryContext(ctx, usageTotalsByModel,
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
 		arg.Until,
+		arg.SinceDay,
+		arg.UntilDay,
 	)
 	if err != nil {
 		return nil, err

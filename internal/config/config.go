@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/llmproxy/llmproxy/internal/secrets"
@@ -33,6 +34,9 @@ const Help = `Configuration (environment):
                                hashes. If unset with SQLite, the key file llmproxy.key beside the
                                database is used (created 0600 on first start: back it up). Required
                                with Postgres.
+  USAGE_RETENTION_DAYS         days raw usage events are kept (default 90); older ones are rolled
+                               up into daily totals per project, token and model, hourly. 0 keeps
+                               them forever
   LOG_LEVEL                    debug, info (default), warn or error; logs are JSON on stderr
 `
 
@@ -42,6 +46,13 @@ const DefaultUpstreamURL = "https://api.openai.com"
 // KeyFileName is the key file created beside the SQLite database when
 // ENCRYPTION_KEY is unset.
 const KeyFileName = "llmproxy.key"
+
+// USAGE_RETENTION_DAYS: its default, and a bound that keeps the retention
+// a valid time.Duration with room to spare.
+const (
+	DefaultUsageRetentionDays = 90
+	MaxUsageRetentionDays     = 36500
+)
 
 // Config is the validated configuration.
 type Config struct {
@@ -60,6 +71,10 @@ type Config struct {
 	KeyFile        string
 	KeyFileCreated bool
 
+	// UsageRetentionDays is how many days raw usage events are kept before
+	// they are rolled up into daily totals; 0: forever.
+	UsageRetentionDays int
+
 	LogLevel slog.Level
 }
 
@@ -68,7 +83,7 @@ type Config struct {
 // SQLite and no ENCRYPTION_KEY it reads or creates the key file, but only
 // once everything else is valid.
 func Load(getenv func(string) string) (*Config, error) {
-	c := &Config{ListenAddr: ":8080", LogLevel: slog.LevelInfo}
+	c := &Config{ListenAddr: ":8080", UsageRetentionDays: DefaultUsageRetentionDays, LogLevel: slog.LevelInfo}
 	var errs []error
 	var err error
 
@@ -86,6 +101,11 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if c.ManagementToken, c.ManagementTokenGenerated, err = managementToken(getenv("MANAGEMENT_TOKEN")); err != nil {
 		errs = append(errs, err)
+	}
+	if v := getenv("USAGE_RETENTION_DAYS"); v != "" {
+		if c.UsageRetentionDays, err = parseRetentionDays(v); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.LogLevel, err = parseLogLevel(getenv("LOG_LEVEL")); err != nil {
 		errs = append(errs, err)
@@ -148,6 +168,14 @@ func managementToken(v string) (token string, generated bool, err error) {
 		}
 	}
 	return v, false, nil
+}
+
+func parseRetentionDays(v string) (int, error) {
+	days, err := strconv.Atoi(v)
+	if err != nil || days < 0 || days > MaxUsageRetentionDays {
+		return 0, fmt.Errorf("USAGE_RETENTION_DAYS=%q: want a whole number of days from 1 to %d, or 0 to keep raw usage forever", v, MaxUsageRetentionDays)
+	}
+	return days, nil
 }
 
 func parseLogLevel(v string) (slog.Level, error) {

@@ -43,6 +43,9 @@ func TestLoadDefaults(t *testing.T) {
 	if c.LogLevel != slog.LevelInfo {
 		t.Errorf("LogLevel = %v, want info", c.LogLevel)
 	}
+	if c.UsageRetentionDays != 90 {
+		t.Errorf("UsageRetentionDays = %d, want 90", c.UsageRetentionDays)
+	}
 	wantKeyFile := filepath.Join(filepath.Dir(vars["DATABASE_PATH"]), KeyFileName)
 	if c.KeyFile != wantKeyFile || !c.KeyFileCreated {
 		t.Errorf("KeyFile = %q created=%v, want %q created", c.KeyFile, c.KeyFileCreated, wantKeyFile)
@@ -76,17 +79,19 @@ func TestLoadExplicit(t *testing.T) {
 	t.Parallel()
 	key := secrets.NewKey()
 	c, err := Load(env(t, map[string]string{
-		"LISTEN_ADDR":      "127.0.0.1:0",
-		"UPSTREAM_URL":     "http://127.0.0.1:9999/base",
-		"MANAGEMENT_TOKEN": "admin-secret",
-		"ENCRYPTION_KEY":   key,
-		"LOG_LEVEL":        "DEBUG",
+		"LISTEN_ADDR":          "127.0.0.1:0",
+		"UPSTREAM_URL":         "http://127.0.0.1:9999/base",
+		"MANAGEMENT_TOKEN":     "admin-secret",
+		"ENCRYPTION_KEY":       key,
+		"LOG_LEVEL":            "DEBUG",
+		"USAGE_RETENTION_DAYS": "7",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	if c.ListenAddr != "127.0.0.1:0" || c.Upstream.String() != "http://127.0.0.1:9999/base" ||
-		c.ManagementToken != "admin-secret" || c.ManagementTokenGenerated || c.LogLevel != slog.LevelDebug {
+		c.ManagementToken != "admin-secret" || c.ManagementTokenGenerated || c.LogLevel != slog.LevelDebug ||
+		c.UsageRetentionDays != 7 {
 		t.Errorf("Load = %+v", c)
 	}
 	if c.KeyFile != "" {
@@ -133,6 +138,10 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"ENCRYPTION_KEY", secretValue},
 		{"ENCRYPTION_KEY", "c2hvcnQ="},
 		{"LOG_LEVEL", "verbose"},
+		{"USAGE_RETENTION_DAYS", "-1"},
+		{"USAGE_RETENTION_DAYS", "1.5"},
+		{"USAGE_RETENTION_DAYS", "90d"},
+		{"USAGE_RETENTION_DAYS", "36501"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
@@ -187,10 +196,18 @@ func TestLoadBadKeyFile(t *testing.T) {
 	}
 }
 
+func TestLoadRetentionZeroKeepsUsageForever(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(t, map[string]string{"USAGE_RETENTION_DAYS": "0"}))
+	if err != nil || c.UsageRetentionDays != 0 {
+		t.Fatalf("Load(USAGE_RETENTION_DAYS=0) = %+v, %v; want 0 days", c, err)
+	}
+}
+
 func TestHelpListsEveryVariable(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"LISTEN_ADDR", "DB_DRIVER", "DATABASE_PATH", "DATABASE_URL", "DATABASE_POOL_SIZE",
-		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "ENCRYPTION_KEY", "LOG_LEVEL"} {
+		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "LOG_LEVEL"} {
 		if !strings.Contains(Help, name) {
 			t.Errorf("Help does not mention %s", name)
 		}

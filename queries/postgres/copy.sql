@@ -18,6 +18,15 @@ WHERE id > @after_id
 ORDER BY id
 LIMIT @max_rows::bigint;
 
+-- name: UsageDailyDump :many
+-- usage_daily has no id: it pages in primary key order, after the key of
+-- the previous page's last row (all zero: from the start).
+SELECT * FROM usage_daily
+WHERE (day, project_id, token_id, model)
+    > (@after_day::date, @after_project_id::bigint, @after_token_id::bigint, @after_model::text)
+ORDER BY day, project_id, token_id, model
+LIMIT @max_rows::bigint;
+
 -- name: AuditDump :many
 SELECT * FROM audit_events
 WHERE id > @after_id
@@ -48,6 +57,15 @@ INSERT INTO usage_events (
   @prompt_tokens, @completion_tokens, @total_tokens, @latency_ms, @created_at
 );
 
+-- name: UsageDailyInsertFullMany :copyfrom
+INSERT INTO usage_daily (
+  day, project_id, token_id, model,
+  requests, errors, prompt_tokens, completion_tokens, total_tokens
+) VALUES (
+  @day, @project_id, @token_id, @model,
+  @requests, @errors, @prompt_tokens, @completion_tokens, @total_tokens
+);
+
 -- name: AuditInsertFullMany :copyfrom
 INSERT INTO audit_events (id, actor, action, project_id, token_id, result, details, created_at)
 VALUES (@id, @actor, @action, @project_id, @token_id, @result, @details, @created_at);
@@ -57,6 +75,7 @@ SELECT
   (SELECT count(*) FROM projects)     AS projects,
   (SELECT count(*) FROM tokens)       AS tokens,
   (SELECT count(*) FROM usage_events) AS usage_events,
+  (SELECT count(*) FROM usage_daily)  AS usage_daily,
   (SELECT count(*) FROM audit_events) AS audit_events;
 
 -- name: TableSequencesReset :one
@@ -78,6 +97,9 @@ DELETE FROM tokens;
 -- The event tables can be large and no foreign key points at them: TRUNCATE
 -- frees them at once instead of row by row.
 TRUNCATE usage_events;
+
+-- name: UsageDailyDeleteAll :exec
+TRUNCATE usage_daily;
 
 -- name: AuditDeleteAll :exec
 TRUNCATE audit_events;

@@ -8,29 +8,67 @@ INSERT INTO usage_events (
 );
 
 -- name: UsageTotals :one
+-- The raw events created in [since, until) plus the rollups of the days in
+-- [since_day, until_day): pruning moves each event from one table to the
+-- other in one transaction, so every request is counted exactly once.
 SELECT
-  count(*)                                                   AS requests,
-  count(*) FILTER (WHERE status >= 400)                      AS errors,
-  COALESCE(sum(prompt_tokens), 0)::bigint                    AS prompt_tokens,
-  COALESCE(sum(completion_tokens), 0)::bigint                AS completion_tokens,
-  COALESCE(sum(total_tokens), 0)::bigint                     AS total_tokens
-FROM usage_events
-WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
-  AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
-  AND created_at >= @since AND created_at < @until;
+  sum(requests)::bigint          AS requests,
+  sum(errors)::bigint            AS errors,
+  sum(prompt_tokens)::bigint     AS prompt_tokens,
+  sum(completion_tokens)::bigint AS completion_tokens,
+  sum(total_tokens)::bigint      AS total_tokens
+FROM (
+  SELECT
+    count(*)                              AS requests,
+    count(*) FILTER (WHERE status >= 400) AS errors,
+    COALESCE(sum(prompt_tokens), 0)       AS prompt_tokens,
+    COALESCE(sum(completion_tokens), 0)   AS completion_tokens,
+    COALESCE(sum(total_tokens), 0)        AS total_tokens
+  FROM usage_events
+  WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
+    AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
+    AND created_at >= @since AND created_at < @until
+  UNION ALL
+  SELECT
+    COALESCE(sum(requests), 0), COALESCE(sum(errors), 0), COALESCE(sum(prompt_tokens), 0),
+    COALESCE(sum(completion_tokens), 0), COALESCE(sum(total_tokens), 0)
+  FROM usage_daily
+  WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
+    AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
+    AND day >= @since_day::date AND day < @until_day::date
+) AS u;
 
 -- name: UsageTotalsByModel :many
+-- UsageTotals per model, sorted bytewise as in SQLite: usage_daily.model's
+-- collation "C" is the union's.
 SELECT
   model,
-  count(*)                                                   AS requests,
-  count(*) FILTER (WHERE status >= 400)                      AS errors,
-  COALESCE(sum(prompt_tokens), 0)::bigint                    AS prompt_tokens,
-  COALESCE(sum(completion_tokens), 0)::bigint                AS completion_tokens,
-  COALESCE(sum(total_tokens), 0)::bigint                     AS total_tokens
-FROM usage_events
-WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
-  AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
-  AND created_at >= @since AND created_at < @until
+  sum(requests)::bigint          AS requests,
+  sum(errors)::bigint            AS errors,
+  sum(prompt_tokens)::bigint     AS prompt_tokens,
+  sum(completion_tokens)::bigint AS completion_tokens,
+  sum(total_tokens)::bigint      AS total_tokens
+FROM (
+  SELECT
+    model,
+    count(*)                              AS requests,
+    count(*) FILTER (WHERE status >= 400) AS errors,
+    sum(prompt_tokens)                    AS prompt_tokens,
+    sum(completion_tokens)                AS completion_tokens,
+    sum(total_tokens)                     AS total_tokens
+  FROM usage_events
+  WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
+    AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
+    AND created_at >= @since AND created_at < @until
+  GROUP BY model
+  UNION ALL
+  SELECT model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
+    AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
+    AND day >= @since_day::date AND day < @until_day::date
+  GROUP BY model
+) AS u
 GROUP BY model
 ORDER BY model;
 
@@ -42,3 +80,18 @@ WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_i
   AND id < @before_id
 ORDER BY id DESC
 LIMIT @max_rows::bigint;
+
+-- name: UsageDeleteBefore :many
+-- Deletes and returns up to max_rows of the oldest events created before
+-- @before, for UsagePrune to roll up in the same transaction. Rows another
+-- transaction has locked are skipped, not waited for, so concurrent pruners
+-- take disjoint batches and none is rolled up twice.
+DELETE FROM usage_events
+WHERE id IN (
+  SELECT old.id FROM usage_events AS old
+  WHERE old.created_at < @before
+  ORDER BY old.created_at
+  LIMIT @max_rows::bigint
+  FOR UPDATE SKIP LOCKED
+)
+RETURNING *;

@@ -18,6 +18,15 @@ WHERE id > sqlc.arg(after_id)
 ORDER BY id
 LIMIT sqlc.arg(max_rows);
 
+-- name: UsageDailyDump :many
+-- usage_daily has no id: it pages in primary key order, after the key of
+-- the previous page's last row (all zero: from the start).
+SELECT * FROM usage_daily
+WHERE (day, project_id, token_id, model)
+    > (sqlc.arg(after_day), sqlc.arg(after_project_id), sqlc.arg(after_token_id), CAST(sqlc.arg(after_model) AS TEXT))
+ORDER BY day, project_id, token_id, model
+LIMIT sqlc.arg(max_rows);
+
 -- name: AuditDump :many
 SELECT * FROM audit_events
 WHERE id > sqlc.arg(after_id)
@@ -64,6 +73,19 @@ SELECT
   json_extract(value, '$.created_at')
 FROM json_each(CAST(sqlc.arg(rows) AS TEXT));
 
+-- name: UsageDailyInsertFullMany :execrows
+INSERT INTO usage_daily (
+  day, project_id, token_id, model,
+  requests, errors, prompt_tokens, completion_tokens, total_tokens
+)
+SELECT
+  json_extract(value, '$.day'), json_extract(value, '$.project_id'),
+  json_extract(value, '$.token_id'), json_extract(value, '$.model'),
+  json_extract(value, '$.requests'), json_extract(value, '$.errors'),
+  json_extract(value, '$.prompt_tokens'), json_extract(value, '$.completion_tokens'),
+  json_extract(value, '$.total_tokens')
+FROM json_each(CAST(sqlc.arg(rows) AS TEXT));
+
 -- name: AuditInsertFullMany :execrows
 -- details is a JSON string holding the document's text, kept as it is.
 INSERT INTO audit_events (id, actor, action, project_id, token_id, result, details, created_at)
@@ -79,6 +101,7 @@ SELECT
   (SELECT count(*) FROM projects)     AS projects,
   (SELECT count(*) FROM tokens)       AS tokens,
   (SELECT count(*) FROM usage_events) AS usage_events,
+  (SELECT count(*) FROM usage_daily)  AS usage_daily,
   (SELECT count(*) FROM audit_events) AS audit_events;
 
 -- name: TableSequencesReset :one
@@ -98,6 +121,9 @@ DELETE FROM tokens;
 
 -- name: UsageDeleteAll :exec
 DELETE FROM usage_events;
+
+-- name: UsageDailyDeleteAll :exec
+DELETE FROM usage_daily;
 
 -- name: AuditDeleteAll :exec
 DELETE FROM audit_events;

@@ -14,29 +14,57 @@ SELECT
 FROM json_each(CAST(sqlc.arg(rows) AS TEXT));
 
 -- name: UsageTotals :one
+-- The raw events created in [since, until) plus the rollups of the days in
+-- [since_day, until_day): pruning moves each event from one table to the
+-- other in one transaction, so every request is counted exactly once.
 SELECT
-  count(*)                                                        AS requests,
-  CAST(COALESCE(sum(status >= 400), 0) AS INTEGER)                AS errors,
-  CAST(COALESCE(sum(prompt_tokens), 0) AS INTEGER)                AS prompt_tokens,
-  CAST(COALESCE(sum(completion_tokens), 0) AS INTEGER)            AS completion_tokens,
-  CAST(COALESCE(sum(total_tokens), 0) AS INTEGER)                 AS total_tokens
-FROM usage_events
-WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
-  AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
-  AND created_at >= sqlc.arg(since) AND created_at < sqlc.arg(until);
+  CAST(COALESCE(sum(requests), 0) AS INTEGER)          AS requests,
+  CAST(COALESCE(sum(errors), 0) AS INTEGER)            AS errors,
+  CAST(COALESCE(sum(prompt_tokens), 0) AS INTEGER)     AS prompt_tokens,
+  CAST(COALESCE(sum(completion_tokens), 0) AS INTEGER) AS completion_tokens,
+  CAST(COALESCE(sum(total_tokens), 0) AS INTEGER)      AS total_tokens
+FROM (
+  SELECT
+    count(*) AS requests, sum(status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
+  FROM usage_events
+  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
+    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
+    AND created_at >= sqlc.arg(since) AND created_at < sqlc.arg(until)
+  UNION ALL
+  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
+    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
+    AND day >= sqlc.arg(since_day) AND day < sqlc.arg(until_day)
+);
 
 -- name: UsageTotalsByModel :many
+-- UsageTotals per model.
 SELECT
   model,
-  count(*)                                                        AS requests,
-  CAST(COALESCE(sum(status >= 400), 0) AS INTEGER)                AS errors,
-  CAST(COALESCE(sum(prompt_tokens), 0) AS INTEGER)                AS prompt_tokens,
-  CAST(COALESCE(sum(completion_tokens), 0) AS INTEGER)            AS completion_tokens,
-  CAST(COALESCE(sum(total_tokens), 0) AS INTEGER)                 AS total_tokens
-FROM usage_events
-WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
-  AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
-  AND created_at >= sqlc.arg(since) AND created_at < sqlc.arg(until)
+  CAST(sum(requests) AS INTEGER)          AS requests,
+  CAST(sum(errors) AS INTEGER)            AS errors,
+  CAST(sum(prompt_tokens) AS INTEGER)     AS prompt_tokens,
+  CAST(sum(completion_tokens) AS INTEGER) AS completion_tokens,
+  CAST(sum(total_tokens) AS INTEGER)      AS total_tokens
+FROM (
+  SELECT
+    model, count(*) AS requests, sum(status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
+  FROM usage_events
+  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
+    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
+    AND created_at >= sqlc.arg(since) AND created_at < sqlc.arg(until)
+  GROUP BY model
+  UNION ALL
+  SELECT model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
+    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
+    AND day >= sqlc.arg(since_day) AND day < sqlc.arg(until_day)
+  GROUP BY model
+)
 GROUP BY model
 ORDER BY model;
 
@@ -48,3 +76,15 @@ WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.
   AND id < sqlc.arg(before_id)
 ORDER BY id DESC
 LIMIT sqlc.arg(max_rows);
+
+-- name: UsageDeleteBefore :many
+-- Deletes and returns up to max_rows of the oldest events created before
+-- @before, for UsagePrune to roll up in the same transaction.
+DELETE FROM usage_events
+WHERE id IN (
+  SELECT old.id FROM usage_events AS old
+  WHERE old.created_at < sqlc.arg(before)
+  ORDER BY old.created_at
+  LIMIT sqlc.arg(max_rows)
+)
+RETURNING *;

@@ -65,3 +65,23 @@ CREATE TABLE audit_events (
   created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX audit_events_project_id_idx ON audit_events (project_id, id) WHERE project_id IS NOT NULL;
+
+-- Usage rolled up per UTC day, project, token and model. Raw usage_events
+-- past the retention are added here and deleted in the same transaction
+-- (service.UsagePruner), so every request is counted in exactly one of the
+-- two tables. model sorts bytewise ("C"), as in SQLite, so both backends
+-- list, page and checksum the rows in the same order.
+CREATE TABLE usage_daily (
+  day               date   NOT NULL,
+  project_id        bigint NOT NULL,
+  token_id          bigint NOT NULL,
+  model             text   COLLATE "C" NOT NULL,
+  requests          bigint NOT NULL,
+  errors            bigint NOT NULL,
+  prompt_tokens     bigint NOT NULL,
+  completion_tokens bigint NOT NULL,
+  total_tokens      bigint NOT NULL,
+  CONSTRAINT usage_daily_pkey PRIMARY KEY (day, project_id, token_id, model)
+);
+CREATE INDEX usage_daily_project_day_idx ON usage_daily (project_id, day);
+CREATE INDEX usage_daily_token_day_idx ON usage_daily (token_id, day);

@@ -69,3 +69,23 @@ CREATE TABLE audit_events (
   CONSTRAINT audit_events_details_json CHECK (json_valid(details))
 ) STRICT;
 CREATE INDEX audit_events_project_id_idx ON audit_events (project_id, id) WHERE project_id IS NOT NULL;
+
+-- Usage rolled up per UTC day, project, token and model. Raw usage_events
+-- past the retention are added here and deleted in the same transaction
+-- (service.UsagePruner), so every request is counted in exactly one of the
+-- two tables. day is the unix milliseconds of the UTC midnight starting it.
+CREATE TABLE usage_daily (
+  day               INTEGER NOT NULL,
+  project_id        INTEGER NOT NULL,
+  token_id          INTEGER NOT NULL,
+  model             TEXT    NOT NULL,
+  requests          INTEGER NOT NULL,
+  errors            INTEGER NOT NULL,
+  prompt_tokens     INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  total_tokens      INTEGER NOT NULL,
+  PRIMARY KEY (day, project_id, token_id, model),
+  CONSTRAINT usage_daily_day_is_midnight CHECK (day % 86400000 = 0)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_daily_project_day_idx ON usage_daily (project_id, day);
+CREATE INDEX usage_daily_token_day_idx ON usage_daily (token_id, day);

@@ -2,6 +2,8 @@ package pgstore
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -35,6 +37,20 @@ func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	return mapSlice(rows, usageEventFromRow), nil
 }
 
+func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpParams) ([]*service.UsageDaily, error) {
+	rows, err := s.q.UsageDailyDump(ctx, s.db, &pgdb.UsageDailyDumpParams{
+		AfterDay:       p.After.Day,
+		AfterProjectID: p.After.ProjectID,
+		AfterTokenID:   p.After.TokenID,
+		AfterModel:     p.After.Model,
+		MaxRows:        p.MaxRows(),
+	})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return mapSlice(rows, usageDailyFromRow), nil
+}
+
 func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*service.AuditEvent, error) {
 	rows, err := s.q.AuditDump(ctx, s.db, &pgdb.AuditDumpParams{AfterID: p.AfterID, MaxRows: p.MaxRows()})
 	if err != nil {
@@ -48,7 +64,9 @@ func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents), nil
+	counts := tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents)
+	counts[service.TableUsageDaily] = row.UsageDaily
+	return counts, nil
 }
 
 func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, error) {
@@ -72,7 +90,7 @@ func tableMap(projects, tokens, usageEvents, auditEvents int64) map[string]int64
 func (s *Store) TableTruncateAll(ctx context.Context) error {
 	return s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
 		for _, deleteAll := range []func(context.Context, pgdb.DBTX) error{
-			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.AuditDeleteAll,
+			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll,
 		} {
 			if err := deleteAll(ctx, tx.db); err != nil {
 				return tx.fail(err)
@@ -120,6 +138,19 @@ func (s *Store) UsageInsertFullMany(ctx context.Context, rows []*service.UsageEv
 			LatencyMs:        r.LatencyMS,
 			CreatedAt:        r.CreatedAt,
 		}
+	})
+}
+
+// UsageDailyInsertFullMany refuses a day that is not a UTC midnight, as
+// SQLite's CHECK does, rather than let the date column truncate it.
+func (s *Store) UsageDailyInsertFullMany(ctx context.Context, rows []*service.UsageDaily) error {
+	for _, r := range rows {
+		if !r.Day.Equal(service.UsageDay(r.Day)) {
+			return fmt.Errorf("%w: usage_daily day %s is not a UTC midnight", service.ErrInvalid, r.Day.Format(time.RFC3339Nano))
+		}
+	}
+	return copyFrom(ctx, s, s.q.UsageDailyInsertFullMany, rows, func(r *service.UsageDaily) pgdb.UsageDailyInsertFullManyParams {
+		return pgdb.UsageDailyInsertFullManyParams(*r)
 	})
 }
 

@@ -378,21 +378,21 @@ func usageInsertParams(e *service.UsageEventCreateParams) pgdb.UsageInsertBatchP
 }
 
 // UsageTotals reads the totals and the per-model rows from one snapshot, so
-// they always add up even while events are being inserted.
+// they always add up even while events are being inserted or pruned.
 func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*service.UsageTotals, error) {
 	since, until := service.UsageTimeRange(f)
+	sinceDay, untilDay := service.UsageDayRange(since, until)
+	params := pgdb.UsageTotalsParams{
+		ProjectID: f.ProjectID, TokenID: f.TokenID, Since: since, Until: until, SinceDay: sinceDay, UntilDay: untilDay,
+	}
 	var totals service.UsageTotals
 	snapshot := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
 	err := s.withTx(ctx, snapshot, func(tx *Store) error {
-		row, err := tx.q.UsageTotals(ctx, tx.db, &pgdb.UsageTotalsParams{
-			ProjectID: f.ProjectID, TokenID: f.TokenID, Since: since, Until: until,
-		})
+		row, err := tx.q.UsageTotals(ctx, tx.db, &params)
 		if err != nil {
 			return tx.fail(err)
 		}
-		byModel, err := tx.q.UsageTotalsByModel(ctx, tx.db, &pgdb.UsageTotalsByModelParams{
-			ProjectID: f.ProjectID, TokenID: f.TokenID, Since: since, Until: until,
-		})
+		byModel, err := tx.q.UsageTotalsByModel(ctx, tx.db, (*pgdb.UsageTotalsByModelParams)(&params))
 		if err != nil {
 			return tx.fail(err)
 		}
@@ -404,6 +404,46 @@ func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*servi
 		return nil, err
 	}
 	return &totals, nil
+}
+
+var _ service.UsagePruner = (*Store)(nil)
+
+// UsagePrune rolls up each batch in a transaction of its own. Another
+// pruner's batch is skipped, not waited for (UsageDeleteBefore), and
+// usage_daily rows are upserted in key order, so concurrent pruners neither
+// count an event twice nor deadlock each other.
+func (s *Store) UsagePrune(ctx context.Context, params *service.UsagePruneParams) (*service.UsagePruneResult, error) {
+	return service.PruneUsageInBatches(ctx, params, func(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+		var n int64
+		err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
+			rows, err := tx.q.UsageDeleteBefore(ctx, tx.db, &pgdb.UsageDeleteBeforeParams{Before: cutoff, MaxRows: int64(limit)})
+			if err != nil || len(rows) == 0 {
+				return tx.fail(err)
+			}
+			if _, err := tx.q.UsageDailyAddMany(ctx, tx.db, usageDailyColumns(service.RollUpUsage(mapSlice(rows, usageEventFromRow)))); err != nil {
+				return tx.fail(err)
+			}
+			n = int64(len(rows))
+			return nil
+		})
+		return n, err
+	})
+}
+
+// usageDailyColumns turns rows into the column arrays UsageDailyAddMany unnests.
+func usageDailyColumns(rows []*service.UsageDaily) *pgdb.UsageDailyAddManyParams {
+	n := len(rows)
+	p := &pgdb.UsageDailyAddManyParams{
+		Days: make([]time.Time, n), ProjectIds: make([]int64, n), TokenIds: make([]int64, n), Models: make([]string, n),
+		Requests: make([]int64, n), Errors: make([]int64, n), PromptTokens: make([]int64, n),
+		CompletionTokens: make([]int64, n), TotalTokens: make([]int64, n),
+	}
+	for i, r := range rows {
+		p.Days[i], p.ProjectIds[i], p.TokenIds[i], p.Models[i] = r.Day, r.ProjectID, r.TokenID, r.Model
+		p.Requests[i], p.Errors[i], p.PromptTokens[i] = r.Requests, r.Errors, r.PromptTokens
+		p.CompletionTokens[i], p.TotalTokens[i] = r.CompletionTokens, r.TotalTokens
+	}
+	return p
 }
 
 func (s *Store) UsageList(ctx context.Context, p *service.UsageListParams) ([]*service.UsageEvent, error) {
@@ -505,6 +545,12 @@ func usageEventFromRow(r *pgdb.UsageEvent) *service.UsageEvent {
 		LatencyMS:        r.LatencyMs,
 		CreatedAt:        r.CreatedAt.UTC(),
 	}
+}
+
+func usageDailyFromRow(r *pgdb.UsageDaily) *service.UsageDaily {
+	d := service.UsageDaily(*r)
+	d.Day = d.Day.UTC()
+	return &d
 }
 
 func auditEventFromRow(r *pgdb.AuditEvent) *service.AuditEvent {

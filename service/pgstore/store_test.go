@@ -24,6 +24,13 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestUsagePruner(t *testing.T) {
+	t.Parallel()
+	storetest.RunUsagePruner(t, func(t *testing.T) service.Store {
+		return openStore(t, migratedDatabase(t))
+	})
+}
+
 func TestOpenMigratesEmptyDatabase(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)

@@ -74,6 +74,20 @@ func usageEventFromRow(r *sqlitedb.UsageEvent) *service.UsageEvent {
 	}
 }
 
+func usageDailyFromRow(r *sqlitedb.UsageDaily) *service.UsageDaily {
+	return &service.UsageDaily{
+		Day:              fromMillis(r.Day),
+		ProjectID:        r.ProjectID,
+		TokenID:          r.TokenID,
+		Model:            r.Model,
+		Requests:         r.Requests,
+		Errors:           r.Errors,
+		PromptTokens:     r.PromptTokens,
+		CompletionTokens: r.CompletionTokens,
+		TotalTokens:      r.TotalTokens,
+	}
+}
+
 func auditEventFromRow(r *sqlitedb.AuditEvent) *service.AuditEvent {
 	return &service.AuditEvent{
 		ID:        r.ID,

@@ -44,6 +44,20 @@ func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	return mapSlice(rows, usageEventFromRow), nil
 }
 
+func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpParams) ([]*service.UsageDaily, error) {
+	rows, err := s.q.UsageDailyDump(ctx, s.reads(), &sqlitedb.UsageDailyDumpParams{
+		AfterDay:       p.After.Day.UnixMilli(),
+		AfterProjectID: p.After.ProjectID,
+		AfterTokenID:   p.After.TokenID,
+		AfterModel:     p.After.Model,
+		MaxRows:        p.MaxRows(),
+	})
+	if err != nil {
+		return nil, mapError(err)
+	}
+	return mapSlice(rows, usageDailyFromRow), nil
+}
+
 func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*service.AuditEvent, error) {
 	rows, err := s.q.AuditDump(ctx, s.reads(), &sqlitedb.AuditDumpParams{AfterID: p.AfterID, MaxRows: p.MaxRows()})
 	if err != nil {
@@ -57,7 +71,9 @@ func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents), nil
+	counts := tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents)
+	counts[service.TableUsageDaily] = row.UsageDaily
+	return counts, nil
 }
 
 // TableSequencesReset has nothing to reset, since SQLite gives a new row
@@ -83,7 +99,7 @@ func tableMap(projects, tokens, usageEvents, auditEvents int64) map[string]int64
 func (s *Store) TableTruncateAll(ctx context.Context) error {
 	_, err := inTx(ctx, s, func(tx *Store) (struct{}, error) {
 		for _, deleteAll := range []func(context.Context, sqlitedb.DBTX) error{
-			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.AuditDeleteAll,
+			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll,
 		} {
 			if err := deleteAll(ctx, tx.tx); err != nil {
 				return struct{}{}, mapError(err)
@@ -123,6 +139,18 @@ type (
 		ID int64 `json:"id"`
 		usageRow
 	}
+	// usageDailyRow serves UsageDailyAddMany as well.
+	usageDailyRow struct {
+		Day              int64  `json:"day"`
+		ProjectID        int64  `json:"project_id"`
+		TokenID          int64  `json:"token_id"`
+		Model            string `json:"model"`
+		Requests         int64  `json:"requests"`
+		Errors           int64  `json:"errors"`
+		PromptTokens     int64  `json:"prompt_tokens"`
+		CompletionTokens int64  `json:"completion_tokens"`
+		TotalTokens      int64  `json:"total_tokens"`
+	}
 	auditFullRow struct {
 		ID        int64  `json:"id"`
 		Actor     string `json:"actor"`
@@ -136,7 +164,7 @@ type (
 )
 
 func (s *Store) ProjectInsertFullMany(ctx context.Context, rows []*service.Project) error {
-	return insertFullMany(ctx, s, s.q.ProjectInsertFullMany, rows, func(r *service.Project) projectFullRow {
+	return insertJSONRows(ctx, s, s.q.ProjectInsertFullMany, rows, func(r *service.Project) projectFullRow {
 		return projectFullRow{
 			ID:               r.ID,
 			Name:             r.Name,
@@ -150,7 +178,7 @@ func (s *Store) ProjectInsertFullMany(ctx context.Context, rows []*service.Proje
 }
 
 func (s *Store) TokenInsertFullMany(ctx context.Context, rows []*service.Token) error {
-	return insertFullMany(ctx, s, s.q.TokenInsertFullMany, rows, func(r *service.Token) tokenFullRow {
+	return insertJSONRows(ctx, s, s.q.TokenInsertFullMany, rows, func(r *service.Token) tokenFullRow {
 		return tokenFullRow{
 			ID:           r.ID,
 			ProjectID:    r.ProjectID,
@@ -168,7 +196,7 @@ func (s *Store) TokenInsertFullMany(ctx context.Context, rows []*service.Token) 
 }
 
 func (s *Store) UsageInsertFullMany(ctx context.Context, rows []*service.UsageEvent) error {
-	return insertFullMany(ctx, s, s.q.UsageInsertFullMany, rows, func(r *service.UsageEvent) usageFullRow {
+	return insertJSONRows(ctx, s, s.q.UsageInsertFullMany, rows, func(r *service.UsageEvent) usageFullRow {
 		return usageFullRow{ID: r.ID, usageRow: usageRow{
 			TokenID:          r.TokenID,
 			ProjectID:        r.ProjectID,
@@ -185,8 +213,26 @@ func (s *Store) UsageInsertFullMany(ctx context.Context, rows []*service.UsageEv
 	})
 }
 
+func (s *Store) UsageDailyInsertFullMany(ctx context.Context, rows []*service.UsageDaily) error {
+	return insertJSONRows(ctx, s, s.q.UsageDailyInsertFullMany, rows, usageDailyToRow)
+}
+
+func usageDailyToRow(r *service.UsageDaily) usageDailyRow {
+	return usageDailyRow{
+		Day:              r.Day.UnixMilli(),
+		ProjectID:        r.ProjectID,
+		TokenID:          r.TokenID,
+		Model:            r.Model,
+		Requests:         r.Requests,
+		Errors:           r.Errors,
+		PromptTokens:     r.PromptTokens,
+		CompletionTokens: r.CompletionTokens,
+		TotalTokens:      r.TotalTokens,
+	}
+}
+
 func (s *Store) AuditInsertFullMany(ctx context.Context, rows []*service.AuditEvent) error {
-	return insertFullMany(ctx, s, s.q.AuditInsertFullMany, rows, func(r *service.AuditEvent) auditFullRow {
+	return insertJSONRows(ctx, s, s.q.AuditInsertFullMany, rows, func(r *service.AuditEvent) auditFullRow {
 		details := "{}"
 		if r.Details != nil {
 			details = string(r.Details)
@@ -204,9 +250,9 @@ func (s *Store) AuditInsertFullMany(ctx context.Context, rows []*service.AuditEv
 	})
 }
 
-// insertFullMany writes rows with one INSERT ... SELECT FROM json_each: a
+// insertJSONRows writes rows with one INSERT ... SELECT FROM json_each: a
 // single statement, so all rows or none.
-func insertFullMany[T, R any](ctx context.Context, s *Store, insert func(context.Context, sqlitedb.DBTX, string) (int64, error), rows []*T, toRow func(*T) R) error {
+func insertJSONRows[T, R any](ctx context.Context, s *Store, insert func(context.Context, sqlitedb.DBTX, string) (int64, error), rows []*T, toRow func(*T) R) error {
 	if len(rows) == 0 {
 		return nil
 	}

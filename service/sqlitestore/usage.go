@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"time"
 
 	"github.com/llmproxy/llmproxy/gen/sqlitedb"
 	"github.com/llmproxy/llmproxy/service"
@@ -55,26 +56,25 @@ func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEve
 }
 
 // UsageTotals reads the totals and the per-model rows from one snapshot, so
-// they always add up.
+// they always add up, and a prune commits either wholly before or after it.
 func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*service.UsageTotals, error) {
 	since, until := service.UsageTimeRange(filter)
+	sinceDay, untilDay := service.UsageDayRange(since, until)
+	params := sqlitedb.UsageTotalsParams{
+		ProjectID: filter.ProjectID,
+		TokenID:   filter.TokenID,
+		Since:     since.UnixMilli(),
+		Until:     until.UnixMilli(),
+		SinceDay:  sinceDay.UnixMilli(),
+		UntilDay:  untilDay.UnixMilli(),
+	}
 	var totals service.UsageTotals
 	err := s.readTx(ctx, func(db sqlitedb.DBTX) error {
-		counts, err := s.q.UsageTotals(ctx, db, &sqlitedb.UsageTotalsParams{
-			ProjectID: filter.ProjectID,
-			TokenID:   filter.TokenID,
-			Since:     since.UnixMilli(),
-			Until:     until.UnixMilli(),
-		})
+		counts, err := s.q.UsageTotals(ctx, db, &params)
 		if err != nil {
 			return mapError(err)
 		}
-		byModel, err := s.q.UsageTotalsByModel(ctx, db, &sqlitedb.UsageTotalsByModelParams{
-			ProjectID: filter.ProjectID,
-			TokenID:   filter.TokenID,
-			Since:     since.UnixMilli(),
-			Until:     until.UnixMilli(),
-		})
+		byModel, err := s.q.UsageTotalsByModel(ctx, db, (*sqlitedb.UsageTotalsByModelParams)(&params))
 		if err != nil {
 			return mapError(err)
 		}
@@ -88,6 +88,30 @@ func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*
 		return nil, err
 	}
 	return &totals, nil
+}
+
+var _ service.UsagePruner = (*Store)(nil)
+
+// UsagePrune rolls up each batch in a write transaction of its own, so the
+// writer connection is free between batches for the usage recorder and
+// admissions.
+func (s *Store) UsagePrune(ctx context.Context, params *service.UsagePruneParams) (*service.UsagePruneResult, error) {
+	return service.PruneUsageInBatches(ctx, params, func(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+		return inTx(ctx, s, func(tx *Store) (int64, error) {
+			rows, err := tx.q.UsageDeleteBefore(ctx, tx.tx, &sqlitedb.UsageDeleteBeforeParams{
+				Before:  cutoff.UnixMilli(),
+				MaxRows: int64(limit),
+			})
+			if err != nil || len(rows) == 0 {
+				return 0, mapError(err)
+			}
+			daily := service.RollUpUsage(mapSlice(rows, usageEventFromRow))
+			if err := insertJSONRows(ctx, tx, tx.q.UsageDailyAddMany, daily, usageDailyToRow); err != nil {
+				return 0, err
+			}
+			return int64(len(rows)), nil
+		})
+	})
 }
 
 func (s *Store) UsageList(ctx context.Context, params *service.UsageListParams) ([]*service.UsageEvent, error) {
