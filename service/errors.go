@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"errors"
 	"time"
 )
@@ -19,6 +20,22 @@ var (
 	// ErrUnavailable means the database could not be reached; callers may retry.
 	ErrUnavailable = errors.New("database unavailable")
 )
+
+// ExplainAdmissionRefusal is what a backend's TokenAdmit returns after its
+// atomic update matched no row: it reads the token and its project as they
+// are now and says which rule refused the request (ErrNotFound when the
+// token does not exist).
+func ExplainAdmissionRefusal(ctx context.Context, s Store, tokenID int64) error {
+	token, err := s.TokenGetByID(ctx, tokenID)
+	if err != nil {
+		return err
+	}
+	project, err := s.ProjectGetByID(ctx, token.ProjectID)
+	if err != nil {
+		return err
+	}
+	return AdmissionRefusal(token, project)
+}
 
 // AdmissionRefusal explains why TokenAdmit counted nothing, given the token
 // and its project as read after the refusal. Expiry comes last: it is the

@@ -285,15 +285,7 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return nil, s.fail(err)
 	}
-	token, err := s.TokenGetByID(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	project, err := s.ProjectGetByID(ctx, token.ProjectID)
-	if err != nil {
-		return nil, err
-	}
-	return nil, service.AdmissionRefusal(token, project)
+	return nil, service.ExplainAdmissionRefusal(ctx, s, id)
 }
 
 func (s *Store) TokenUpdate(ctx context.Context, p *service.TokenUpdateParams) (*service.Token, error) {
