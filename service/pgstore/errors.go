@@ -57,6 +57,8 @@ func sentinelFor(err error) error {
 	case pgerrcode.IsConnectionException(pgErr.Code),
 		pgErr.Code == pgerrcode.AdminShutdown, pgErr.Code == pgerrcode.CrashShutdown,
 		pgErr.Code == pgerrcode.CannotConnectNow,
+		// A write reached a read-only server (a standby during failover).
+		pgErr.Code == pgerrcode.ReadOnlySQLTransaction,
 		// The server is out of disk, memory or connections: nothing is wrong
 		// with the request, which can succeed once the server has room.
 		pgerrcode.IsInsufficientResources(pgErr.Code):

@@ -126,6 +126,16 @@ func TestMapError(t *testing.T) {
 			want: service.ErrUnavailable,
 		},
 		{
+			// What a write gets from a server that became a read-only
+			// standby (a failover in progress).
+			name: "ReadOnlyServer",
+			provoke: func(t *testing.T) error {
+				return pgstore.MapError(rawExec(t, url,
+					`BEGIN TRANSACTION READ ONLY; INSERT INTO audit_events (actor, action, result) VALUES ('a', 'b', 'c'); COMMIT`))
+			},
+			want: service.ErrUnavailable,
+		},
+		{
 			name: "Unrecognised",
 			provoke: func(t *testing.T) error {
 				return pgstore.MapError(rawExec(t, url, `SELECT * FROM no_such_table`))
