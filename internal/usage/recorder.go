@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/llmproxy/llmproxy/service"
 )
@@ -98,7 +100,8 @@ func NewRecorder(store service.Store, opts Options) *Recorder {
 // Record enqueues ev. When the queue is full it waits for space until ctx
 // ends (returning ctx's error) rather than dropping the event. After Close
 // has begun it returns ErrClosed. A nil error means ev will be written
-// unless Close reports otherwise.
+// unless Close reports otherwise. Record may rewrite ev's text fields (see
+// makeStorable).
 func (r *Recorder) Record(ctx context.Context, ev *service.UsageEventCreateParams) error {
 	r.mu.RLock()
 	if r.closed {
@@ -109,6 +112,7 @@ func (r *Recorder) Record(ctx context.Context, ev *service.UsageEventCreateParam
 	r.mu.RUnlock()
 	defer r.senders.Done()
 
+	makeStorable(ev)
 	// Counted before the send so the writer never sees pending below zero.
 	r.pending.Add(1)
 	// Try without waiting first: a select with a ready queue and a done ctx
@@ -203,7 +207,8 @@ func (r *Recorder) run() {
 
 // write stores batch, retrying with a growing pause until it succeeds
 // (true) or Close gives up (false). UsageInsertBatch writes all or nothing,
-// so a retry never duplicates rows.
+// so a failed attempt leaves no rows behind; only a commit whose reply was
+// lost with the connection could make a retry write the batch twice.
 func (r *Recorder) write(batch []*service.UsageEventCreateParams) bool {
 	if len(batch) == 0 {
 		return true
@@ -215,6 +220,9 @@ func (r *Recorder) write(batch []*service.UsageEventCreateParams) bool {
 			r.pending.Add(-int64(len(batch)))
 			return true
 		}
+		if errors.Is(err, service.ErrInvalid) {
+			return r.writeEach(batch, err)
+		}
 		r.opts.Logger.Warn("usage: writing a batch failed, will retry",
 			"events", len(batch), "attempt", attempt, "retry_in", pause, "error", err)
 		t := time.NewTimer(pause)
@@ -225,5 +233,38 @@ func (r *Recorder) write(batch []*service.UsageEventCreateParams) bool {
 			return false
 		}
 		pause = min(2*pause, r.opts.RetryMax)
+	}
+}
+
+// writeEach handles a batch the database refused as invalid, which no retry
+// can change: it writes the events one by one, and an event refused on its
+// own is logged and dropped, since keeping it would stop every later event
+// behind it. makeStorable prevents the refusals known to happen.
+func (r *Recorder) writeEach(batch []*service.UsageEventCreateParams, cause error) bool {
+	if len(batch) == 1 {
+		ev := batch[0]
+		r.opts.Logger.Error("usage: the database refuses this event; it is dropped", "error", cause,
+			"token_id", ev.TokenID, "project_id", ev.ProjectID, "method", ev.Method, "path", ev.Path,
+			"model", ev.Model, "status", ev.Status, "created_at", ev.CreatedAt)
+		r.pending.Add(-1)
+		return true
+	}
+	for _, ev := range batch {
+		if !r.write([]*service.UsageEventCreateParams{ev}) {
+			return false
+		}
+	}
+	return true
+}
+
+// makeStorable rewrites the client-supplied text of ev (method, path, model)
+// as valid UTF-8 without NUL bytes: PostgreSQL's text type refuses both, and
+// one such event would otherwise fail its whole batch. Invalid bytes become
+// U+FFFD.
+func makeStorable(ev *service.UsageEventCreateParams) {
+	for _, field := range []*string{&ev.Method, &ev.Path, &ev.Model} {
+		if !utf8.ValidString(*field) || strings.IndexByte(*field, 0) >= 0 {
+			*field = strings.ReplaceAll(strings.ToValidUTF8(*field, "\uFFFD"), "\x00", "\uFFFD")
+		}
 	}
 }

@@ -317,3 +317,75 @@ func openStore(t *testing.T, cfg service.Config) service.Store {
 	t.Cleanup(func() { store.Close() })
 	return store
 }
+
+// An event the database can never accept must not block the ones after it:
+// the batch is split, the others are written and that one alone is dropped.
+func TestInvalidEventIsIsolated(t *testing.T) {
+	t.Parallel()
+	const poison = 13
+	store := &fakeStore{}
+	refusing := &refusingStore{fakeStore: store, poison: poison}
+	rec := usage.NewRecorder(refusing, usage.Options{BatchSize: 10, FlushInterval: time.Millisecond})
+	want := map[int64]bool{}
+	for n := 1; n <= 30; n++ {
+		if err := rec.Record(t.Context(), event(n)); err != nil {
+			t.Fatal(err)
+		}
+		if n != poison {
+			want[int64(n)] = true
+		}
+	}
+	if err := rec.Close(closeCtx(t)); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	assertEachOnce(t, store.written(), want)
+	if rec.Depth() != 0 {
+		t.Errorf("Depth = %d after Close, want 0", rec.Depth())
+	}
+}
+
+// refusingStore refuses, as invalid, any batch holding the poison event.
+type refusingStore struct {
+	*fakeStore
+	poison int64
+}
+
+func (s *refusingStore) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
+	for _, ev := range events {
+		if ev.PromptTokens == s.poison {
+			return 0, fmt.Errorf("%w: bad row", service.ErrInvalid)
+		}
+	}
+	return s.fakeStore.UsageInsertBatch(ctx, events)
+}
+
+// Client-supplied text that PostgreSQL's text type refuses (NUL, invalid
+// UTF-8) is made storable instead of failing its batch, on both backends.
+func TestUnstorableTextIsWritten(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store := b.open(t)
+			rec := usage.NewRecorder(store, usage.Options{FlushInterval: time.Millisecond})
+			ev := event(1)
+			ev.Model, ev.Path = "gpt\x00-4\xff", "/v1/\x00chat"
+			if err := rec.Record(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+			if err := rec.Close(closeCtx(t)); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			rows, err := store.UsageList(t.Context(), &service.UsageListParams{})
+			if err != nil || len(rows) != 1 {
+				t.Fatalf("UsageList = %d rows, %v; want 1", len(rows), err)
+			}
+			if got, want := rows[0].Model, "gpt\uFFFD-4\uFFFD"; got != want {
+				t.Errorf("model = %q, want %q", got, want)
+			}
+			if got, want := rows[0].Path, "/v1/\uFFFDchat"; got != want {
+				t.Errorf("path = %q, want %q", got, want)
+			}
+		})
+	}
+}
