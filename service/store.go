@@ -47,3 +47,14 @@ type Store interface {
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+// TokenAdmitter is implemented by stores that can authenticate and admit a
+// request in one statement, the proxy's hot path. It is optional so that
+// stores written for tests need not implement it; the proxy falls back to
+// TokenGetByHash, ProjectGetByID and TokenAdmit.
+type TokenAdmitter interface {
+	// TokenAdmitByHash is TokenAdmit for the token with this secret hash,
+	// also returning the token's project as the admission saw it. It returns
+	// ErrNotFound for an unknown hash and TokenAdmit's errors otherwise.
+	TokenAdmitByHash(ctx context.Context, secretHash []byte) (*Token, *Project, error)
+}

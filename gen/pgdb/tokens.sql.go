@@ -42,6 +42,53 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 	return &i, err
 }
 
+const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
+UPDATE tokens SET
+  request_count = tokens.request_count + 1,
+  last_used_at  = now()
+FROM projects p
+WHERE tokens.secret_hash = $1
+  AND p.id = tokens.project_id
+  AND p.is_active
+  AND tokens.is_active
+  AND tokens.expires_at > now()
+  AND (tokens.max_requests IS NULL OR tokens.request_count < tokens.max_requests)
+RETURNING tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at
+`
+
+type TokenAdmitByHashRow struct {
+	Token   Token
+	Project Project
+}
+
+// TokenAdmit by the secret's hash, also returning the token's project, so the
+// proxy authenticates and admits in one round trip.
+func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, secretHash []byte) (*TokenAdmitByHashRow, error) {
+	row := db.QueryRow(ctx, tokenAdmitByHash, secretHash)
+	var i TokenAdmitByHashRow
+	err := row.Scan(
+		&i.Token.ID,
+		&i.Token.ProjectID,
+		&i.Token.SecretHash,
+		&i.Token.TokenPrefix,
+		&i.Token.ExpiresAt,
+		&i.Token.MaxRequests,
+		&i.Token.RequestCount,
+		&i.Token.IsActive,
+		&i.Token.CreatedAt,
+		&i.Token.UpdatedAt,
+		&i.Token.LastUsedAt,
+		&i.Project.ID,
+		&i.Project.Name,
+		&i.Project.ApiKeyCiphertext,
+		&i.Project.ApiKeyHint,
+		&i.Project.IsActive,
+		&i.Project.CreatedAt,
+		&i.Project.UpdatedAt,
+	)
+	return &i, err
+}
+
 const tokenCountRevokedForProject = `-- name: TokenCountRevokedForProject :one
 SELECT count(*) FROM tokens WHERE project_id = $1 AND NOT is_active
 `

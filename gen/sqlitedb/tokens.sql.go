@@ -41,6 +41,69 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 	return &i, err
 }
 
+const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
+UPDATE tokens SET
+  request_count = request_count + 1,
+  last_used_at  = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+WHERE tokens.secret_hash = ?1
+  AND is_active = 1
+  AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
+  AND (max_requests IS NULL OR request_count < max_requests)
+  AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at,
+  (SELECT p.name FROM projects p WHERE p.id = tokens.project_id) AS project_name,
+  (SELECT p.api_key_ciphertext FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_ciphertext,
+  (SELECT p.api_key_hint FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_hint,
+  (SELECT p.created_at FROM projects p WHERE p.id = tokens.project_id) AS project_created_at,
+  (SELECT p.updated_at FROM projects p WHERE p.id = tokens.project_id) AS project_updated_at
+`
+
+type TokenAdmitByHashRow struct {
+	ID               int64
+	ProjectID        int64
+	SecretHash       []byte
+	TokenPrefix      string
+	ExpiresAt        int64
+	MaxRequests      *int64
+	RequestCount     int64
+	IsActive         bool
+	CreatedAt        int64
+	UpdatedAt        int64
+	LastUsedAt       *int64
+	Name             string
+	ApiKeyCiphertext []byte
+	ApiKeyHint       string
+	CreatedAt_2      int64
+	UpdatedAt_2      int64
+}
+
+// TokenAdmit by the secret's hash, also returning the token's project, so the
+// proxy authenticates and admits with one statement. SQLite's RETURNING
+// cannot read an UPDATE ... FROM table, hence a subquery per project column.
+func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, secretHash []byte) (*TokenAdmitByHashRow, error) {
+	row := db.QueryRowContext(ctx, tokenAdmitByHash, secretHash)
+	var i TokenAdmitByHashRow
+	err := row.Scan(
+		&i.ID,
+		&i.ProjectID,
+		&i.SecretHash,
+		&i.TokenPrefix,
+		&i.ExpiresAt,
+		&i.MaxRequests,
+		&i.RequestCount,
+		&i.IsActive,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.LastUsedAt,
+		&i.Name,
+		&i.ApiKeyCiphertext,
+		&i.ApiKeyHint,
+		&i.CreatedAt_2,
+		&i.UpdatedAt_2,
+	)
+	return &i, err
+}
+
 const tokenCountRevokedForProject = `-- name: TokenCountRevokedForProject :one
 SELECT count(*) FROM tokens WHERE project_id = ?1 AND is_active = 0
 `

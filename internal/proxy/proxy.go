@@ -72,6 +72,7 @@ func NewTransport() *http.Transport {
 
 type handler struct {
 	store     service.Store
+	admitter  service.TokenAdmitter // the store, when it can admit in one statement
 	keys      *secrets.Keys
 	recorder  Recorder
 	metrics   *metrics.Metrics
@@ -106,6 +107,7 @@ func New(opts Options) http.Handler {
 		baseRawPath:    strings.TrimSuffix(opts.Upstream.EscapedPath(), "/"),
 		baseHasRawPath: opts.Upstream.RawPath != "",
 	}
+	h.admitter, _ = opts.Store.(service.TokenAdmitter)
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -127,11 +129,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, errInvalidToken, nil)
 		return
 	}
-	token, err := h.store.TokenGetByHash(ctx, h.keys.HashToken(secret))
-	if err != nil {
-		h.refuse(w, r, storeError(err), err)
-		return
-	}
 	// The body is read before admission so that a request that cannot be
 	// forwarded (too large, client gone) is not counted against the token.
 	body, apiErr := h.readBody(w, r)
@@ -139,7 +136,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, apiErr, nil)
 		return
 	}
-	project, err := h.store.ProjectGetByID(ctx, token.ProjectID)
+	token, project, err := h.admit(ctx, h.keys.HashToken(secret))
 	if err != nil {
 		h.refuse(w, r, storeError(err), err)
 		return
@@ -147,12 +144,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	apiKey, err := h.keys.Decrypt(project.APIKeyCiphertext)
 	if err != nil {
 		h.refuse(w, r, errInternal, err)
-		return
-	}
-	// The one atomic decision: revocation, expiry, project state and the
-	// request limit as the database sees them now.
-	if _, err := h.store.TokenAdmit(ctx, token.ID); err != nil {
-		h.refuse(w, r, storeError(err), err)
 		return
 	}
 	h.observeAdmission("admitted")
@@ -177,6 +168,28 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if aborted {
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// admit authenticates the request by its secret's hash and makes the one
+// atomic decision (revocation, expiry, project state and the request limit
+// as the database sees them now), returning the token and its project. A
+// store that implements service.TokenAdmitter does it all in one statement.
+func (h *handler) admit(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
+	if h.admitter != nil {
+		return h.admitter.TokenAdmitByHash(ctx, secretHash)
+	}
+	token, err := h.store.TokenGetByHash(ctx, secretHash)
+	if err != nil {
+		return nil, nil, err
+	}
+	project, err := h.store.ProjectGetByID(ctx, token.ProjectID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := h.store.TokenAdmit(ctx, token.ID); err != nil {
+		return nil, nil, err
+	}
+	return token, project, nil
 }
 
 // refuse answers a request that will not be forwarded. cause, when not

@@ -170,6 +170,34 @@ func TestStoreFailures(t *testing.T) {
 	})
 }
 
+// plainStore hides the store's service.TokenAdmitter, as a store written
+// for tests lacks it, so the proxy takes its three-call path.
+type plainStore struct{ service.Store }
+
+func TestAdmitsWithoutTokenAdmitter(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOptions{wrapStore: func(s service.Store) service.Store { return plainStore{s} }})
+		project, apiKey := e.project(t)
+		tok, secret := e.token(t, project.ID, tokenOptions{maxRequests: 1})
+
+		resp, body := e.chat(t, secret)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d, body %s", resp.StatusCode, body)
+		}
+		if reqs := e.upstream.Requests(); len(reqs) != 1 || reqs[0].Header.Get("Authorization") != "Bearer "+apiKey {
+			t.Errorf("upstream requests %+v, want one with the project's key", reqs)
+		}
+		resp, body = e.chat(t, secret)
+		assertAPIError(t, resp, body, 429, "rate_limit_error", "request_limit_exceeded")
+		if n := e.requestCount(t, tok.ID); n != 1 {
+			t.Errorf("request_count = %d, want 1", n)
+		}
+		unknown, _ := secrets.NewToken()
+		resp, body = e.chat(t, unknown)
+		assertAPIError(t, resp, body, 401, "authentication_error", "invalid_token")
+	})
+}
+
 func TestForwardsRequestAndResponse(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, envOptions{})

@@ -30,6 +30,21 @@ WHERE tokens.id = @id
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active)
 RETURNING *;
 
+-- name: TokenAdmitByHash :one
+-- TokenAdmit by the secret's hash, also returning the token's project, so the
+-- proxy authenticates and admits in one round trip.
+UPDATE tokens SET
+  request_count = tokens.request_count + 1,
+  last_used_at  = now()
+FROM projects p
+WHERE tokens.secret_hash = @secret_hash
+  AND p.id = tokens.project_id
+  AND p.is_active
+  AND tokens.is_active
+  AND tokens.expires_at > now()
+  AND (tokens.max_requests IS NULL OR tokens.request_count < tokens.max_requests)
+RETURNING sqlc.embed(tokens), sqlc.embed(p);
+
 -- name: TokenSetActive :one
 UPDATE tokens SET is_active = @is_active, updated_at = now()
 WHERE id = @id

@@ -25,7 +25,10 @@ func init() {
 	})
 }
 
-var _ service.Store = (*Store)(nil)
+var (
+	_ service.Store         = (*Store)(nil)
+	_ service.TokenAdmitter = (*Store)(nil)
+)
 
 // Defaults for the pool settings a Config leaves at zero (the configuration contract's).
 const (
@@ -286,6 +289,24 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 		return nil, s.fail(err)
 	}
 	return nil, service.ExplainAdmissionRefusal(ctx, s, id)
+}
+
+// TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE ... FROM projects
+// finds the token by its hash, counts the request and returns the token with
+// its project, in one round trip.
+func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
+	row, err := s.q.TokenAdmitByHash(ctx, s.db, secretHash)
+	if err == nil {
+		return tokenFromRow(&row.Token), projectFromRow(&row.Project), nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, s.fail(err)
+	}
+	token, err := s.TokenGetByHash(ctx, secretHash)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, nil, service.ExplainAdmissionRefusal(ctx, s, token.ID)
 }
 
 func (s *Store) TokenUpdate(ctx context.Context, p *service.TokenUpdateParams) (*service.Token, error) {

@@ -31,6 +31,13 @@ func TestUsagePruner(t *testing.T) {
 	})
 }
 
+func TestTokenAdmitter(t *testing.T) {
+	t.Parallel()
+	storetest.RunTokenAdmitter(t, func(t *testing.T) service.Store {
+		return openStore(t, migratedDatabase(t))
+	})
+}
+
 func TestOpenMigratesEmptyDatabase(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)

@@ -57,6 +57,34 @@ func tokenFromRow(r *sqlitedb.Token) *service.Token {
 	}
 }
 
+// tokenAdmitByHashFromRow splits the row into the token and its project,
+// which the admission found active.
+func tokenAdmitByHashFromRow(r *sqlitedb.TokenAdmitByHashRow) (*service.Token, *service.Project) {
+	token := tokenFromRow(&sqlitedb.Token{
+		ID:           r.ID,
+		ProjectID:    r.ProjectID,
+		SecretHash:   r.SecretHash,
+		TokenPrefix:  r.TokenPrefix,
+		ExpiresAt:    r.ExpiresAt,
+		MaxRequests:  r.MaxRequests,
+		RequestCount: r.RequestCount,
+		IsActive:     r.IsActive,
+		CreatedAt:    r.CreatedAt,
+		UpdatedAt:    r.UpdatedAt,
+		LastUsedAt:   r.LastUsedAt,
+	})
+	project := projectFromRow(&sqlitedb.Project{
+		ID:               r.ProjectID,
+		Name:             r.Name,
+		ApiKeyCiphertext: r.ApiKeyCiphertext,
+		ApiKeyHint:       r.ApiKeyHint,
+		IsActive:         true,
+		CreatedAt:        r.CreatedAt_2,
+		UpdatedAt:        r.UpdatedAt_2,
+	})
+	return token, project
+}
+
 func usageEventFromRow(r *sqlitedb.UsageEvent) *service.UsageEvent {
 	return &service.UsageEvent{
 		ID:               r.ID,

@@ -27,7 +27,10 @@ func init() {
 	})
 }
 
-var _ service.Store = (*Store)(nil)
+var (
+	_ service.Store         = (*Store)(nil)
+	_ service.TokenAdmitter = (*Store)(nil)
+)
 
 // Connection parameters. Every connection needs foreign_keys and busy_timeout
 // (both are per connection); journal_mode is stored in the file, so the
@@ -54,8 +57,12 @@ type Store struct {
 	path   string // absolute
 	writer *sql.DB
 	reader *sql.DB
-	q      *sqlitedb.Queries
-	tx     *sql.Tx
+	// Prepared statements on writer and reader. Transactions (never on the
+	// request path) run their SQL text on tx directly.
+	writeStmts *stmtCache
+	readStmts  *stmtCache
+	q          *sqlitedb.Queries
+	tx         *sql.Tx
 }
 
 // Open opens (creating if needed) the database file cfg.SQLitePath and its
@@ -89,7 +96,14 @@ func Open(ctx context.Context, cfg service.Config) (*Store, error) {
 		_ = writer.Close()
 		return nil, fmt.Errorf("SQLite database %q: %w", path, err)
 	}
-	return &Store{path: abs, writer: writer, reader: reader, q: sqlitedb.New()}, nil
+	return &Store{
+		path:       abs,
+		writer:     writer,
+		reader:     reader,
+		writeStmts: newStmtCache(writer),
+		readStmts:  newStmtCache(reader),
+		q:          sqlitedb.New(),
+	}, nil
 }
 
 // openDB opens a pool of at most conns connections and connects once, which
@@ -119,7 +133,7 @@ func (s *Store) reads() sqlitedb.DBTX {
 	if s.tx != nil {
 		return s.tx
 	}
-	return s.reader
+	return s.readStmts
 }
 
 // writes is where a write runs: the transaction, else the writer connection.
@@ -127,7 +141,7 @@ func (s *Store) writes() sqlitedb.DBTX {
 	if s.tx != nil {
 		return s.tx
 	}
-	return s.writer
+	return s.writeStmts
 }
 
 // InTx runs fn in one transaction on the writer connection. Inside fn, use
@@ -153,7 +167,9 @@ func inTx[T any](ctx context.Context, s *Store, fn func(tx *Store) (T, error)) (
 		return zero, mapError(err)
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
-	result, err := fn(&Store{path: s.path, writer: s.writer, reader: s.reader, q: s.q, tx: tx})
+	txStore := *s
+	txStore.tx = tx
+	result, err := fn(&txStore)
 	if err != nil {
 		return zero, err
 	}
@@ -186,10 +202,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return mapError(s.writer.PingContext(ctx))
 }
 
-// Close closes both pools. The Store of a transaction cannot be closed.
+// Close closes the prepared statements and both pools. The Store of a
+// transaction cannot be closed.
 func (s *Store) Close() error {
 	if s.tx != nil {
 		return errors.New("sqlitestore: Close called on a transaction's Store")
 	}
-	return errors.Join(s.writer.Close(), s.reader.Close())
+	return errors.Join(s.writeStmts.close(), s.readStmts.close(), s.writer.Close(), s.reader.Close())
 }

@@ -32,6 +32,13 @@ func TestUsagePruner(t *testing.T) {
 	})
 }
 
+func TestTokenAdmitter(t *testing.T) {
+	t.Parallel()
+	storetest.RunTokenAdmitter(t, func(t *testing.T) service.Store {
+		return openStore(t, filepath.Join(t.TempDir(), "test.db"))
+	})
+}
+
 func openStore(t testing.TB, path string) *sqlitestore.Store {
 	t.Helper()
 	s, err := sqlitestore.Open(context.Background(), service.Config{SQLitePath: path})

@@ -74,6 +74,24 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 	return nil, service.ExplainAdmissionRefusal(ctx, s, id)
 }
 
+// TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE finds the token by
+// its hash, counts the request and returns the token with its project.
+func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
+	row, err := s.q.TokenAdmitByHash(ctx, s.writes(), secretHash)
+	if err == nil {
+		token, project := tokenAdmitByHashFromRow(row)
+		return token, project, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, mapError(err)
+	}
+	token, err := s.TokenGetByHash(ctx, secretHash)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, nil, service.ExplainAdmissionRefusal(ctx, s, token.ID)
+}
+
 func (s *Store) TokenUpdate(ctx context.Context, params *service.TokenUpdateParams) (*service.Token, error) {
 	if params.IsActive == nil && !params.SetMaxRequests {
 		return s.TokenGetByID(ctx, params.ID)

@@ -1,0 +1,174 @@
+package storetest
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// admitter is what the TokenAdmitByHash tests need of a backend.
+type admitter interface {
+	service.Store
+	service.TokenAdmitter
+}
+
+// RunTokenAdmitter runs the tests of service.TokenAdmitter, an optional
+// interface the Store suite cannot reach, against the stores newStore
+// returns (as for Run); they must implement service.TokenAdmitter.
+func RunTokenAdmitter(t *testing.T, newStore func(t *testing.T) service.Store) {
+	for _, c := range tokenAdmitByHashCases {
+		t.Run("TokenAdmitByHash/"+c.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t)
+			a, ok := s.(admitter)
+			if !ok {
+				t.Fatalf("%T does not implement service.TokenAdmitter", s)
+			}
+			c.run(t, a)
+		})
+	}
+}
+
+// admitByHash admits tok through its secret hash and checks that what comes
+// back is the token and project as stored after the admission.
+func admitByHash(t *testing.T, s admitter, tok *service.Token) *service.Token {
+	t.Helper()
+	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash)
+	if err != nil {
+		t.Fatalf("TokenAdmitByHash: %v", err)
+	}
+	assertTokenEqual(t, got, getToken(t, s, tok.ID))
+	assertProjectEqual(t, project, getProject(t, s, tok.ProjectID))
+	return got
+}
+
+// refuseByHash checks that admitting tok through its hash fails with want
+// and returns neither a token nor a project.
+func refuseByHash(t *testing.T, s admitter, tok *service.Token, want error) {
+	t.Helper()
+	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash)
+	requireErrorIs(t, "TokenAdmitByHash", err, want)
+	if got != nil || project != nil {
+		t.Errorf("refused TokenAdmitByHash returned token %+v, project %+v; want nil, nil", got, project)
+	}
+}
+
+var tokenAdmitByHashCases = []struct {
+	name string
+	run  func(t *testing.T, s admitter)
+}{
+	{"CountsOneRequestAndReturnsProject", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(5))
+		for want := int64(1); want <= 2; want++ {
+			got := admitByHash(t, s, tok)
+			if got.RequestCount != want {
+				t.Errorf("RequestCount = %d, want %d", got.RequestCount, want)
+			}
+			if got.LastUsedAt == nil {
+				t.Fatal("LastUsedAt = nil after an admission")
+			}
+			assertRecent(t, "LastUsedAt", *got.LastUsedAt)
+		}
+	}},
+	{"AdmitsOnlyTheTokenWithThatHash", func(t *testing.T, s admitter) {
+		p := newProject(t, s)
+		tok := newToken(t, s, p.ID)
+		other := newToken(t, s, newProject(t, s).ID)
+		admitByHash(t, s, tok)
+		assertRequestCount(t, s, tok.ID, 1)
+		assertRequestCount(t, s, other.ID, 0)
+	}},
+	{"RefusesRevokedToken", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID)
+		admitByHash(t, s, tok)
+		setTokenActive(t, s, tok.ID, false)
+		refuseByHash(t, s, tok, service.ErrTokenRevoked)
+		assertRequestCount(t, s, tok.ID, 1)
+	}},
+	{"RefusesExpiredToken", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID, withExpiresAt(time.Now().Add(-time.Hour)))
+		refuseByHash(t, s, tok, service.ErrTokenExpired)
+		if got := getToken(t, s, tok.ID); got.RequestCount != 0 || got.LastUsedAt != nil {
+			t.Errorf("refused admission left RequestCount %d, LastUsedAt %s", got.RequestCount, show(got.LastUsedAt))
+		}
+	}},
+	{"RefusesWhenLimitReached", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(2))
+		admitByHash(t, s, tok)
+		admitByHash(t, s, tok)
+		for range 2 {
+			refuseByHash(t, s, tok, service.ErrLimitReached)
+		}
+		assertRequestCount(t, s, tok.ID, 2)
+	}},
+	{"RefusesWhenProjectInactive", func(t *testing.T, s admitter) {
+		p := newProject(t, s)
+		tok := newToken(t, s, p.ID)
+		setProjectActive(t, s, p.ID, false)
+		refuseByHash(t, s, tok, service.ErrProjectInactive)
+		assertRequestCount(t, s, tok.ID, 0)
+
+		setProjectActive(t, s, p.ID, true)
+		admitByHash(t, s, tok)
+		assertRequestCount(t, s, tok.ID, 1)
+	}},
+	{"ReportsRefusalsInAdmissionRefusalOrder", func(t *testing.T, s admitter) {
+		p := newProject(t, s)
+		expired := newToken(t, s, p.ID, withExpiresAt(time.Now().Add(-time.Hour)))
+		usedUp := newToken(t, s, p.ID, withMaxRequests(1))
+		revoked := newToken(t, s, p.ID, withExpiresAt(time.Now().Add(-time.Hour)))
+		admitByHash(t, s, usedUp)
+		setTokenActive(t, s, usedUp.ID, false)
+		setTokenActive(t, s, revoked.ID, false)
+		setProjectActive(t, s, p.ID, false)
+		refuseByHash(t, s, revoked, service.ErrTokenRevoked)
+		refuseByHash(t, s, usedUp, service.ErrTokenRevoked)
+		refuseByHash(t, s, expired, service.ErrProjectInactive)
+		setTokenActive(t, s, usedUp.ID, true)
+		refuseByHash(t, s, usedUp, service.ErrProjectInactive)
+		setProjectActive(t, s, p.ID, true)
+		refuseByHash(t, s, usedUp, service.ErrLimitReached)
+	}},
+	{"UnknownHashIsNotFound", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID)
+		unknown := &service.Token{ID: tok.ID + 1000, SecretHash: randomBytes(32)}
+		refuseByHash(t, s, unknown, service.ErrNotFound)
+		assertRequestCount(t, s, tok.ID, 0)
+	}},
+	{"CountsExactlyToLimitUnderConcurrency", func(t *testing.T, s admitter) {
+		const workers, limit = 64, 100
+		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(limit))
+		var admitted atomic.Int64
+		errs := make([]error, workers)
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				// A correct store refuses every worker by then; the bound
+				// only keeps a broken one from looping forever.
+				for range limit + 1 {
+					_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash)
+					switch {
+					case errors.Is(err, service.ErrLimitReached):
+						return
+					case err != nil:
+						errs[w] = err
+						return
+					}
+					admitted.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Errorf("concurrent TokenAdmitByHash failed other than with ErrLimitReached: %v", err)
+		}
+		if got := admitted.Load(); got != limit {
+			t.Errorf("%d admissions succeeded, want exactly %d", got, limit)
+		}
+		assertRequestCount(t, s, tok.ID, limit)
+	}},
+}
