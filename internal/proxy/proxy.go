@@ -25,6 +25,10 @@ import (
 // model) and forwards.
 const DefaultMaxRequestBytes = 32 << 20
 
+// unauthenticatedBodyBytes is the most the proxy buffers before it knows the
+// token exists; a typical chat request is far smaller.
+const unauthenticatedBodyBytes = 1 << 20
+
 // statusClientClosed is recorded (nginx's convention) when the client went
 // away before the upstream answered; no response reaches anyone.
 const statusClientClosed = 499
@@ -129,6 +133,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, errInvalidToken, nil)
 		return
 	}
+	secretHash := h.keys.HashToken(secret)
+	// A large body, or one of unknown length, is buffered only for a token
+	// that exists, so a client without one cannot make the proxy hold
+	// megabytes per request.
+	if r.ContentLength > unauthenticatedBodyBytes || r.ContentLength < 0 {
+		if _, err := h.store.TokenGetByHash(ctx, secretHash); err != nil {
+			h.refuse(w, r, storeError(err), err)
+			return
+		}
+	}
 	// The body is read before admission so that a request that cannot be
 	// forwarded (too large, client gone) is not counted against the token.
 	body, apiErr := h.readBody(w, r)
@@ -136,7 +150,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, apiErr, nil)
 		return
 	}
-	token, project, err := h.admit(ctx, h.keys.HashToken(secret))
+	token, project, err := h.admit(ctx, secretHash)
 	if err != nil {
 		h.refuse(w, r, storeError(err), err)
 		return

@@ -10,11 +10,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/llmproxy/llmproxy/internal/proxy"
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/internal/upstreamtest"
 	"github.com/llmproxy/llmproxy/service"
@@ -266,12 +270,10 @@ func TestForwardsRequestAndResponse(t *testing.T) {
 			t.Fatalf("%d usage events, want 1", len(events))
 		}
 		ev := events[0]
-		want := service.UsageEvent{
-			ID: ev.ID, TokenID: tok.ID, ProjectID: tok.ProjectID, Method: "POST", Path: "/v1/chat/completions",
-			Model: "gpt-test", Status: 200, PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18,
-			LatencyMS: ev.LatencyMS, CreatedAt: ev.CreatedAt,
-		}
-		if *ev != want {
+		want := *ev // id, latency, time and any bookkeeping fields are checked apart
+		want.TokenID, want.ProjectID, want.Method, want.Path = tok.ID, tok.ProjectID, "POST", "/v1/chat/completions"
+		want.Model, want.Status, want.PromptTokens, want.CompletionTokens, want.TotalTokens = "gpt-test", 200, 11, 7, 18
+		if !reflect.DeepEqual(*ev, want) {
 			t.Errorf("usage event = %+v, want %+v", *ev, want)
 		}
 		if ev.LatencyMS < 0 || ev.CreatedAt.Before(before.Truncate(time.Millisecond)) || ev.CreatedAt.After(time.Now()) {
@@ -601,4 +603,53 @@ func TestUpstreamUnreachable(t *testing.T) {
 			t.Errorf("usage events %+v, want one with status 502 and the request's model", events)
 		}
 	})
+}
+
+// A large body (or one of unknown length) is not read for a token that does
+// not exist, so clients without a token cannot make the proxy buffer it.
+func TestLargeBodyNotReadForUnknownToken(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOptions{})
+		target, err := url.Parse(e.upstream.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := proxy.New(proxy.Options{Store: e.store, Keys: e.keys, Upstream: target, Recorder: e.recorder})
+		project, _ := e.project(t)
+		_, secret := e.token(t, project.ID, tokenOptions{})
+		unknown, _ := secrets.NewToken()
+
+		serve := func(secret string, length int64) (*httptest.ResponseRecorder, *countingReader) {
+			body := &countingReader{r: strings.NewReader(chatBody)}
+			req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", body)
+			req.ContentLength = length
+			req.Header.Set("Authorization", "Bearer "+secret)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			return rec, body
+		}
+		for _, length := range []int64{2 << 20, -1} {
+			rec, body := serve(unknown, length)
+			assertAPIError(t, rec.Result(), rec.Body.Bytes(), 401, "authentication_error", "invalid_token")
+			if body.n != 0 {
+				t.Errorf("Content-Length %d: read %d body bytes for an unknown token, want 0", length, body.n)
+			}
+		}
+		// A known token's body of unknown length is read and forwarded.
+		rec, body := serve(secret, -1)
+		if rec.Code != http.StatusOK || body.n != int64(len(chatBody)) {
+			t.Fatalf("valid token, unknown length: status %d, read %d bytes: %s", rec.Code, body.n, rec.Body)
+		}
+	})
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
