@@ -3,6 +3,7 @@ package service_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -130,6 +131,9 @@ func fill(t *testing.T, s service.Store, usageRows int) map[string]int64 {
 			Model: []string{"gpt-4o", "", "modèle-ü"}[i%3], Status: []int64{200, 429, 500}[i%3],
 			PromptTokens: int64(i), CompletionTokens: int64(2 * i), TotalTokens: int64(3 * i), LatencyMS: int64(i % 997),
 			CreatedAt: base.Add(time.Duration(i) * time.Second),
+		}
+		if i%2 == 0 { // the others are rows from before event ids
+			events[i].EventID = binary.BigEndian.AppendUint64(make([]byte, 8), uint64(i))
 		}
 	}
 	if _, err := s.UsageInsertBatch(ctx, events); err != nil {
@@ -381,7 +385,7 @@ func TestExportFormat(t *testing.T) {
 func TestImportRejectsBadInput(t *testing.T) {
 	t.Parallel()
 	project := `{"table":"projects","row":{"id":%d,"name":"p%d","api_key_ciphertext":"AQ==","api_key_hint":"h","is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z"}}`
-	usage := `{"table":"usage_events","row":{"id":1,"token_id":1,"project_id":1,"method":"GET","path":"/","model":"","status":200,"prompt_tokens":0,"completion_tokens":0,"total_tokens":0,"latency_ms":0,"created_at":"2025-01-01T00:00:00Z"}}`
+	usage := `{"table":"usage_events","row":{"id":1,"token_id":1,"project_id":1,"method":"GET","path":"/","model":"","status":200,"prompt_tokens":0,"completion_tokens":0,"total_tokens":0,"latency_ms":0,"created_at":"2025-01-01T00:00:00Z","event_id":null}}`
 	daily := `{"table":"usage_daily","row":{"day":%q,"project_id":1,"token_id":2,"model":%q,"requests":2,"errors":1,"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`
 	for _, tc := range []struct {
 		name, input, want string

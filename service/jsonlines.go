@@ -52,6 +52,7 @@ type (
 		TotalTokens      int64     `json:"total_tokens"`
 		LatencyMS        int64     `json:"latency_ms"`
 		CreatedAt        time.Time `json:"created_at"`
+		EventID          []byte    `json:"event_id"`
 	}
 	usageDailyLine struct {
 		Day              time.Time `json:"day"`

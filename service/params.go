@@ -80,6 +80,9 @@ type UsageEventCreateParams struct {
 	TotalTokens      int64
 	LatencyMS        int64
 	CreatedAt        time.Time
+	// EventID is 16 random bytes naming the event, so a batch written again
+	// (a retry after a lost reply) stores it once; nil opts out.
+	EventID []byte
 }
 
 // UsageFilter selects usage events; zero values select everything.

@@ -31,7 +31,8 @@ type Store interface {
 	// TokenRevokeAllForProject returns ErrNotFound for an unknown project.
 	TokenRevokeAllForProject(ctx context.Context, projectID int64) (*RevokeResult, error)
 
-	// UsageInsertBatch writes all events or none and returns how many it wrote.
+	// UsageInsertBatch writes all events or none, skipping events whose
+	// EventID is already stored, and returns how many it wrote.
 	UsageInsertBatch(ctx context.Context, events []*UsageEventCreateParams) (int64, error)
 	UsageTotals(ctx context.Context, filter *UsageFilter) (*UsageTotals, error)
 	UsageList(ctx context.Context, params *UsageListParams) ([]*UsageEvent, error)

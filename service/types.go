@@ -48,6 +48,7 @@ type UsageEvent struct {
 	TotalTokens      int64
 	LatencyMS        int64
 	CreatedAt        time.Time
+	EventID          []byte // the UsageEventCreateParams.EventID it was written with; nil for older rows
 }
 
 // AuditEvent records one management action and its result.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,6 +55,9 @@ func seedDatabase(t *testing.T, cfg service.Config) {
 		events[i] = &service.UsageEventCreateParams{
 			TokenID: tokens[i%2].ID, ProjectID: p.ID, Method: "POST", Path: "/v1/chat/completions",
 			Model: "modèle", Status: 200, TotalTokens: int64(i), CreatedAt: time.Now(),
+		}
+		if i%2 == 0 { // the others are rows from before event ids
+			events[i].EventID = binary.BigEndian.AppendUint64(make([]byte, 8), uint64(i))
 		}
 	}
 	if _, err := s.UsageInsertBatch(ctx, events); err != nil {

@@ -345,7 +345,7 @@ func (q *Queries) UsageDeleteAll(ctx context.Context, db DBTX) error {
 }
 
 const usageDump = `-- name: UsageDump :many
-SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at FROM usage_events
+SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id FROM usage_events
 WHERE id > $1
 ORDER BY id
 LIMIT $2::bigint
@@ -378,6 +378,7 @@ func (q *Queries) UsageDump(ctx context.Context, db DBTX, arg *UsageDumpParams) 
 			&i.TotalTokens,
 			&i.LatencyMs,
 			&i.CreatedAt,
+			&i.EventID,
 		); err != nil {
 			return nil, err
 		}
@@ -402,4 +403,5 @@ type UsageInsertFullManyParams struct {
 	TotalTokens      int64
 	LatencyMs        int64
 	CreatedAt        time.Time
+	EventID          []byte
 }

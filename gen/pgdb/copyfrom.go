@@ -170,48 +170,6 @@ func (q *Queries) UsageDailyInsertFullMany(ctx context.Context, db DBTX, arg []*
 	return db.CopyFrom(ctx, []string{"usage_daily"}, []string{"day", "project_id", "token_id", "model", "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens"}, &iteratorForUsageDailyInsertFullMany{rows: arg})
 }
 
-// iteratorForUsageInsertBatch implements pgx.CopyFromSource.
-type iteratorForUsageInsertBatch struct {
-	rows                 []*UsageInsertBatchParams
-	skippedFirstNextCall bool
-}
-
-func (r *iteratorForUsageInsertBatch) Next() bool {
-	if len(r.rows) == 0 {
-		return false
-	}
-	if !r.skippedFirstNextCall {
-		r.skippedFirstNextCall = true
-		return true
-	}
-	r.rows = r.rows[1:]
-	return len(r.rows) > 0
-}
-
-func (r iteratorForUsageInsertBatch) Values() ([]interface{}, error) {
-	return []interface{}{
-		r.rows[0].TokenID,
-		r.rows[0].ProjectID,
-		r.rows[0].Method,
-		r.rows[0].Path,
-		r.rows[0].Model,
-		r.rows[0].Status,
-		r.rows[0].PromptTokens,
-		r.rows[0].CompletionTokens,
-		r.rows[0].TotalTokens,
-		r.rows[0].LatencyMs,
-		r.rows[0].CreatedAt,
-	}, nil
-}
-
-func (r iteratorForUsageInsertBatch) Err() error {
-	return nil
-}
-
-func (q *Queries) UsageInsertBatch(ctx context.Context, db DBTX, arg []*UsageInsertBatchParams) (int64, error) {
-	return db.CopyFrom(ctx, []string{"usage_events"}, []string{"token_id", "project_id", "method", "path", "model", "status", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "created_at"}, &iteratorForUsageInsertBatch{rows: arg})
-}
-
 // iteratorForUsageInsertFullMany implements pgx.CopyFromSource.
 type iteratorForUsageInsertFullMany struct {
 	rows                 []*UsageInsertFullManyParams
@@ -244,6 +202,7 @@ func (r iteratorForUsageInsertFullMany) Values() ([]interface{}, error) {
 		r.rows[0].TotalTokens,
 		r.rows[0].LatencyMs,
 		r.rows[0].CreatedAt,
+		r.rows[0].EventID,
 	}, nil
 }
 
@@ -252,5 +211,5 @@ func (r iteratorForUsageInsertFullMany) Err() error {
 }
 
 func (q *Queries) UsageInsertFullMany(ctx context.Context, db DBTX, arg []*UsageInsertFullManyParams) (int64, error) {
-	return db.CopyFrom(ctx, []string{"usage_events"}, []string{"id", "token_id", "project_id", "method", "path", "model", "status", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "created_at"}, &iteratorForUsageInsertFullMany{rows: arg})
+	return db.CopyFrom(ctx, []string{"usage_events"}, []string{"id", "token_id", "project_id", "method", "path", "model", "status", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "created_at", "event_id"}, &iteratorForUsageInsertFullMany{rows: arg})
 }

@@ -68,4 +68,5 @@ type UsageEvent struct {
 	TotalTokens      int64
 	LatencyMs        int64
 	CreatedAt        time.Time
+	EventID          []byte
 }

@@ -19,7 +19,7 @@ WHERE id IN (
   LIMIT $2::bigint
   FOR UPDATE SKIP LOCKED
 )
-RETURNING id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
+RETURNING id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
 `
 
 type UsageDeleteBeforeParams struct {
@@ -53,6 +53,7 @@ func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDele
 			&i.TotalTokens,
 			&i.LatencyMs,
 			&i.CreatedAt,
+			&i.EventID,
 		); err != nil {
 			return nil, err
 		}
@@ -64,22 +65,63 @@ func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDele
 	return items, nil
 }
 
+const usageInsertBatch = `-- name: UsageInsertBatch :execrows
+INSERT INTO usage_events (
+  token_id, project_id, method, path, model, status,
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
+)
+SELECT
+  unnest($1::bigint[]), unnest($2::bigint[]),
+  unnest($3::text[]), unnest($4::text[]),
+  unnest($5::text[]), unnest($6::bigint[]),
+  unnest($7::bigint[]), unnest($8::bigint[]),
+  unnest($9::bigint[]), unnest($10::bigint[]),
+  unnest($11::timestamptz[]), unnest($12::bytea[])
+ON CONFLICT (event_id) DO NOTHING
+`
+
 type UsageInsertBatchParams struct {
-	TokenID          int64
-	ProjectID        int64
-	Method           string
-	Path             string
-	Model            string
-	Status           int64
-	PromptTokens     int64
-	CompletionTokens int64
-	TotalTokens      int64
-	LatencyMs        int64
-	CreatedAt        time.Time
+	TokenIds         []int64
+	ProjectIds       []int64
+	Methods          []string
+	Paths            []string
+	Models           []string
+	Statuses         []int64
+	PromptTokens     []int64
+	CompletionTokens []int64
+	TotalTokens      []int64
+	LatenciesMs      []int64
+	CreatedAts       []time.Time
+	EventIds         [][]byte
+}
+
+// One INSERT of parallel arrays of equal length, one element per event
+// (unnests in a select list advance in step). An event whose
+// event_id is stored already is skipped, so a retried batch is written once
+// (COPY cannot skip a conflict).
+func (q *Queries) UsageInsertBatch(ctx context.Context, db DBTX, arg *UsageInsertBatchParams) (int64, error) {
+	result, err := db.Exec(ctx, usageInsertBatch,
+		arg.TokenIds,
+		arg.ProjectIds,
+		arg.Methods,
+		arg.Paths,
+		arg.Models,
+		arg.Statuses,
+		arg.PromptTokens,
+		arg.CompletionTokens,
+		arg.TotalTokens,
+		arg.LatenciesMs,
+		arg.CreatedAts,
+		arg.EventIds,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const usageList = `-- name: UsageList :many
-SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at FROM usage_events
+SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id FROM usage_events
 WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
   AND ($2::bigint IS NULL OR token_id = $2::bigint)
   AND id < $3
@@ -122,6 +164,7 @@ func (q *Queries) UsageList(ctx context.Context, db DBTX, arg *UsageListParams) 
 			&i.TotalTokens,
 			&i.LatencyMs,
 			&i.CreatedAt,
+			&i.EventID,
 		); err != nil {
 			return nil, err
 		}

@@ -391,7 +391,7 @@ func (q *Queries) UsageDeleteAll(ctx context.Context, db DBTX) error {
 }
 
 const usageDump = `-- name: UsageDump :many
-SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at FROM usage_events
+SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id FROM usage_events
 WHERE id > ?1
 ORDER BY id
 LIMIT ?2
@@ -424,6 +424,7 @@ func (q *Queries) UsageDump(ctx context.Context, db DBTX, arg *UsageDumpParams) 
 			&i.TotalTokens,
 			&i.LatencyMs,
 			&i.CreatedAt,
+			&i.EventID,
 		); err != nil {
 			return nil, err
 		}
@@ -441,7 +442,7 @@ func (q *Queries) UsageDump(ctx context.Context, db DBTX, arg *UsageDumpParams) 
 const usageInsertFullMany = `-- name: UsageInsertFullMany :execrows
 INSERT INTO usage_events (
   id, token_id, project_id, method, path, model, status,
-  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
 )
 SELECT
   json_extract(value, '$.id'),
@@ -450,7 +451,7 @@ SELECT
   json_extract(value, '$.model'), json_extract(value, '$.status'),
   json_extract(value, '$.prompt_tokens'), json_extract(value, '$.completion_tokens'),
   json_extract(value, '$.total_tokens'), json_extract(value, '$.latency_ms'),
-  json_extract(value, '$.created_at')
+  json_extract(value, '$.created_at'), unhex(json_extract(value, '$.event_id'))
 FROM json_each(CAST(?1 AS TEXT))
 `
 

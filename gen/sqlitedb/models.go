@@ -64,4 +64,5 @@ type UsageEvent struct {
 	TotalTokens      int64
 	LatencyMs        int64
 	CreatedAt        int64
+	EventID          []byte
 }

@@ -17,7 +17,7 @@ WHERE id IN (
   ORDER BY old.created_at
   LIMIT ?2
 )
-RETURNING id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
+RETURNING id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
 `
 
 type UsageDeleteBeforeParams struct {
@@ -49,6 +49,7 @@ func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDele
 			&i.TotalTokens,
 			&i.LatencyMs,
 			&i.CreatedAt,
+			&i.EventID,
 		); err != nil {
 			return nil, err
 		}
@@ -66,7 +67,7 @@ func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDele
 const usageInsertBatch = `-- name: UsageInsertBatch :execrows
 INSERT INTO usage_events (
   token_id, project_id, method, path, model, status,
-  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
 )
 SELECT
   json_extract(value, '$.token_id'), json_extract(value, '$.project_id'),
@@ -74,11 +75,16 @@ SELECT
   json_extract(value, '$.model'), json_extract(value, '$.status'),
   json_extract(value, '$.prompt_tokens'), json_extract(value, '$.completion_tokens'),
   json_extract(value, '$.total_tokens'), json_extract(value, '$.latency_ms'),
-  json_extract(value, '$.created_at')
+  json_extract(value, '$.created_at'), unhex(json_extract(value, '$.event_id'))
 FROM json_each(CAST(?1 AS TEXT))
+WHERE true
+ON CONFLICT (event_id) DO NOTHING
 `
 
-// One multi-row INSERT: rows is a JSON array of objects keyed by column name.
+// One multi-row INSERT: rows is a JSON array of objects keyed by column name,
+// event_id in hex or null. An event whose event_id is stored already is
+// skipped, so a retried batch is written once. (WHERE true lets SQLite parse
+// ON CONFLICT after a SELECT.)
 func (q *Queries) UsageInsertBatch(ctx context.Context, db DBTX, rows string) (int64, error) {
 	result, err := db.ExecContext(ctx, usageInsertBatch, rows)
 	if err != nil {
@@ -88,7 +94,7 @@ func (q *Queries) UsageInsertBatch(ctx context.Context, db DBTX, rows string) (i
 }
 
 const usageList = `-- name: UsageList :many
-SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at FROM usage_events
+SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id FROM usage_events
 WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
   AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
   AND id < ?3
@@ -131,6 +137,7 @@ func (q *Queries) UsageList(ctx context.Context, db DBTX, arg *UsageListParams) 
 			&i.TotalTokens,
 			&i.LatencyMs,
 			&i.CreatedAt,
+			&i.EventID,
 		); err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ package usage
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,7 +102,8 @@ func NewRecorder(store service.Store, opts Options) *Recorder {
 // ends (returning ctx's error) rather than dropping the event. After Close
 // has begun it returns ErrClosed. A nil error means ev will be written
 // unless Close reports otherwise. Record may rewrite ev's text fields (see
-// makeStorable).
+// makeStorable), and gives ev a random EventID when it has none, so a batch
+// retried after its reply was lost is not stored twice.
 func (r *Recorder) Record(ctx context.Context, ev *service.UsageEventCreateParams) error {
 	r.mu.RLock()
 	if r.closed {
@@ -113,6 +115,10 @@ func (r *Recorder) Record(ctx context.Context, ev *service.UsageEventCreateParam
 	defer r.senders.Done()
 
 	makeStorable(ev)
+	if ev.EventID == nil {
+		ev.EventID = make([]byte, 16)
+		rand.Read(ev.EventID) // never fails: it crashes the program instead
+	}
 	// Counted before the send so the writer never sees pending below zero.
 	r.pending.Add(1)
 	// Try without waiting first: a select with a ready queue and a done ctx
@@ -207,8 +213,8 @@ func (r *Recorder) run() {
 
 // write stores batch, retrying with a growing pause until it succeeds
 // (true) or Close gives up (false). UsageInsertBatch writes all or nothing,
-// so a failed attempt leaves no rows behind; only a commit whose reply was
-// lost with the connection could make a retry write the batch twice.
+// so a failed attempt leaves no rows behind, and skips stored EventIDs, so a
+// retry after a commit whose reply was lost does not write the batch twice.
 func (r *Recorder) write(batch []*service.UsageEventCreateParams) bool {
 	if len(batch) == 0 {
 		return true

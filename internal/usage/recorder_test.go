@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -386,6 +387,59 @@ func TestUnstorableTextIsWritten(t *testing.T) {
 			if got, want := rows[0].Path, "/v1/\uFFFDchat"; got != want {
 				t.Errorf("path = %q, want %q", got, want)
 			}
+		})
+	}
+}
+
+// lostReplyStore commits its first batch and then reports the connection
+// lost, as when the database restarts before its reply arrives.
+type lostReplyStore struct {
+	service.Store
+	calls atomic.Int64
+}
+
+func (s *lostReplyStore) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
+	n, err := s.Store.UsageInsertBatch(ctx, events)
+	if err == nil && s.calls.Add(1) == 1 {
+		return 0, fmt.Errorf("%w: connection lost after commit", service.ErrUnavailable)
+	}
+	return n, err
+}
+
+// A batch retried after its committed reply was lost is stored once: the
+// EventIDs Record assigns make the retry skip the rows already written.
+func TestRetryAfterLostReplyStoresEachEventOnce(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store := &lostReplyStore{Store: b.open(t)}
+			rec := usage.NewRecorder(store, usage.Options{BatchSize: 10, FlushInterval: time.Millisecond, RetryMin: time.Millisecond})
+			want := map[int64]bool{}
+			for n := 1; n <= 25; n++ {
+				if err := rec.Record(t.Context(), event(n)); err != nil {
+					t.Fatal(err)
+				}
+				want[int64(n)] = true
+			}
+			if err := rec.Close(closeCtx(t)); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if calls := store.calls.Load(); calls < 2 {
+				t.Fatalf("%d successful writes, want the lost one and a retry", calls)
+			}
+			rows, err := store.UsageList(t.Context(), &service.UsageListParams{Limit: 100})
+			if err != nil {
+				t.Fatalf("UsageList: %v", err)
+			}
+			got := make([]*service.UsageEventCreateParams, len(rows))
+			for i, r := range rows {
+				if len(r.EventID) != 16 {
+					t.Errorf("event %d has EventID %x, want 16 bytes", r.PromptTokens, r.EventID)
+				}
+				got[i] = &service.UsageEventCreateParams{PromptTokens: r.PromptTokens}
+			}
+			assertEachOnce(t, got, want)
 		})
 	}
 }

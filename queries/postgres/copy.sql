@@ -51,10 +51,10 @@ INSERT INTO tokens (
 -- name: UsageInsertFullMany :copyfrom
 INSERT INTO usage_events (
   id, token_id, project_id, method, path, model, status,
-  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
 ) VALUES (
   @id, @token_id, @project_id, @method, @path, @model, @status,
-  @prompt_tokens, @completion_tokens, @total_tokens, @latency_ms, @created_at
+  @prompt_tokens, @completion_tokens, @total_tokens, @latency_ms, @created_at, @event_id
 );
 
 -- name: UsageDailyInsertFullMany :copyfrom

@@ -1,11 +1,20 @@
--- name: UsageInsertBatch :copyfrom
+-- name: UsageInsertBatch :execrows
+-- One INSERT of parallel arrays of equal length, one element per event
+-- (unnests in a select list advance in step). An event whose
+-- event_id is stored already is skipped, so a retried batch is written once
+-- (COPY cannot skip a conflict).
 INSERT INTO usage_events (
   token_id, project_id, method, path, model, status,
-  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
-) VALUES (
-  @token_id, @project_id, @method, @path, @model, @status,
-  @prompt_tokens, @completion_tokens, @total_tokens, @latency_ms, @created_at
-);
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
+)
+SELECT
+  unnest(@token_ids::bigint[]), unnest(@project_ids::bigint[]),
+  unnest(@methods::text[]), unnest(@paths::text[]),
+  unnest(@models::text[]), unnest(@statuses::bigint[]),
+  unnest(@prompt_tokens::bigint[]), unnest(@completion_tokens::bigint[]),
+  unnest(@total_tokens::bigint[]), unnest(@latencies_ms::bigint[]),
+  unnest(@created_ats::timestamptz[]), unnest(@event_ids::bytea[])
+ON CONFLICT (event_id) DO NOTHING;
 
 -- name: UsageTotals :one
 -- The raw events created in [since, until) plus the rollups of the days in

@@ -61,7 +61,7 @@ FROM json_each(CAST(sqlc.arg(rows) AS TEXT));
 -- name: UsageInsertFullMany :execrows
 INSERT INTO usage_events (
   id, token_id, project_id, method, path, model, status,
-  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
 )
 SELECT
   json_extract(value, '$.id'),
@@ -70,7 +70,7 @@ SELECT
   json_extract(value, '$.model'), json_extract(value, '$.status'),
   json_extract(value, '$.prompt_tokens'), json_extract(value, '$.completion_tokens'),
   json_extract(value, '$.total_tokens'), json_extract(value, '$.latency_ms'),
-  json_extract(value, '$.created_at')
+  json_extract(value, '$.created_at'), unhex(json_extract(value, '$.event_id'))
 FROM json_each(CAST(sqlc.arg(rows) AS TEXT));
 
 -- name: UsageDailyInsertFullMany :execrows

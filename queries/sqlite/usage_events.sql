@@ -1,8 +1,11 @@
 -- name: UsageInsertBatch :execrows
--- One multi-row INSERT: rows is a JSON array of objects keyed by column name.
+-- One multi-row INSERT: rows is a JSON array of objects keyed by column name,
+-- event_id in hex or null. An event whose event_id is stored already is
+-- skipped, so a retried batch is written once. (WHERE true lets SQLite parse
+-- ON CONFLICT after a SELECT.)
 INSERT INTO usage_events (
   token_id, project_id, method, path, model, status,
-  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
 )
 SELECT
   json_extract(value, '$.token_id'), json_extract(value, '$.project_id'),
@@ -10,8 +13,10 @@ SELECT
   json_extract(value, '$.model'), json_extract(value, '$.status'),
   json_extract(value, '$.prompt_tokens'), json_extract(value, '$.completion_tokens'),
   json_extract(value, '$.total_tokens'), json_extract(value, '$.latency_ms'),
-  json_extract(value, '$.created_at')
-FROM json_each(CAST(sqlc.arg(rows) AS TEXT));
+  json_extract(value, '$.created_at'), unhex(json_extract(value, '$.event_id'))
+FROM json_each(CAST(sqlc.arg(rows) AS TEXT))
+WHERE true
+ON CONFLICT (event_id) DO NOTHING;
 
 -- name: UsageTotals :one
 -- The raw events created in [since, until) plus the rollups of the days in

@@ -46,8 +46,10 @@ CREATE TABLE usage_events (
   completion_tokens bigint      NOT NULL DEFAULT 0,
   total_tokens      bigint      NOT NULL DEFAULT 0,
   latency_ms        bigint      NOT NULL DEFAULT 0,
-  created_at        timestamptz NOT NULL
+  created_at        timestamptz NOT NULL,
+  event_id          bytea       NULL
 );
+CREATE UNIQUE INDEX usage_events_event_id_key ON usage_events (event_id);
 CREATE INDEX usage_events_project_created_idx ON usage_events (project_id, created_at);
 CREATE INDEX usage_events_token_created_idx ON usage_events (token_id, created_at);
 CREATE INDEX usage_events_created_idx ON usage_events (created_at);

@@ -49,8 +49,10 @@ CREATE TABLE usage_events (
   completion_tokens INTEGER NOT NULL DEFAULT 0,
   total_tokens      INTEGER NOT NULL DEFAULT 0,
   latency_ms        INTEGER NOT NULL DEFAULT 0,
-  created_at        INTEGER NOT NULL
+  created_at        INTEGER NOT NULL,
+  event_id          BLOB
 ) STRICT;
+CREATE UNIQUE INDEX usage_events_event_id_key ON usage_events (event_id);
 CREATE INDEX usage_events_project_created_idx ON usage_events (project_id, created_at);
 CREATE INDEX usage_events_token_created_idx ON usage_events (token_id, created_at);
 CREATE INDEX usage_events_created_idx ON usage_events (created_at);

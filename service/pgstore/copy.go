@@ -137,6 +137,7 @@ func (s *Store) UsageInsertFullMany(ctx context.Context, rows []*service.UsageEv
 			TotalTokens:      r.TotalTokens,
 			LatencyMs:        r.LatencyMS,
 			CreatedAt:        r.CreatedAt,
+			EventID:          r.EventID,
 		}
 	})
 }

@@ -355,39 +355,44 @@ func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (
 	return &result, nil
 }
 
-// UsageInsertBatch writes the events with one COPY, which is all or nothing.
+// UsageInsertBatch writes the events with one INSERT of parallel arrays,
+// which is all or nothing and skips events whose EventID is stored already.
 func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
 	if len(events) == 0 {
 		return 0, nil
 	}
-	// One backing array rather than an allocation per row.
-	params := make([]pgdb.UsageInsertBatchParams, len(events))
-	rows := make([]*pgdb.UsageInsertBatchParams, len(events))
-	for i, e := range events {
-		params[i] = usageInsertParams(e)
-		rows[i] = &params[i]
-	}
-	n, err := s.q.UsageInsertBatch(ctx, s.db, rows)
+	params := usageInsertColumns(events)
+	n, err := s.q.UsageInsertBatch(ctx, s.db, &params)
 	if err != nil {
 		return 0, s.fail(err)
 	}
 	return n, nil
 }
 
-func usageInsertParams(e *service.UsageEventCreateParams) pgdb.UsageInsertBatchParams {
-	return pgdb.UsageInsertBatchParams{
-		TokenID:          e.TokenID,
-		ProjectID:        e.ProjectID,
-		Method:           e.Method,
-		Path:             e.Path,
-		Model:            e.Model,
-		Status:           e.Status,
-		PromptTokens:     e.PromptTokens,
-		CompletionTokens: e.CompletionTokens,
-		TotalTokens:      e.TotalTokens,
-		LatencyMs:        e.LatencyMS,
-		CreatedAt:        e.CreatedAt.UTC(),
+// usageInsertColumns turns the events into the query's arrays, one per column.
+func usageInsertColumns(events []*service.UsageEventCreateParams) pgdb.UsageInsertBatchParams {
+	n := len(events)
+	p := pgdb.UsageInsertBatchParams{
+		TokenIds: make([]int64, n), ProjectIds: make([]int64, n), Methods: make([]string, n),
+		Paths: make([]string, n), Models: make([]string, n), Statuses: make([]int64, n),
+		PromptTokens: make([]int64, n), CompletionTokens: make([]int64, n), TotalTokens: make([]int64, n),
+		LatenciesMs: make([]int64, n), CreatedAts: make([]time.Time, n), EventIds: make([][]byte, n),
 	}
+	for i, e := range events {
+		p.TokenIds[i] = e.TokenID
+		p.ProjectIds[i] = e.ProjectID
+		p.Methods[i] = e.Method
+		p.Paths[i] = e.Path
+		p.Models[i] = e.Model
+		p.Statuses[i] = e.Status
+		p.PromptTokens[i] = e.PromptTokens
+		p.CompletionTokens[i] = e.CompletionTokens
+		p.TotalTokens[i] = e.TotalTokens
+		p.LatenciesMs[i] = e.LatencyMS
+		p.CreatedAts[i] = e.CreatedAt.UTC()
+		p.EventIds[i] = e.EventID
+	}
+	return p
 }
 
 // UsageTotals reads the totals and the per-model rows from one snapshot, so
@@ -557,6 +562,7 @@ func usageEventFromRow(r *pgdb.UsageEvent) *service.UsageEvent {
 		TotalTokens:      r.TotalTokens,
 		LatencyMS:        r.LatencyMs,
 		CreatedAt:        r.CreatedAt.UTC(),
+		EventID:          r.EventID,
 	}
 }
 

@@ -99,6 +99,7 @@ func usageEventFromRow(r *sqlitedb.UsageEvent) *service.UsageEvent {
 		TotalTokens:      r.TotalTokens,
 		LatencyMS:        r.LatencyMs,
 		CreatedAt:        fromMillis(r.CreatedAt),
+		EventID:          r.EventID,
 	}
 }
 

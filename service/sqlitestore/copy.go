@@ -209,6 +209,7 @@ func (s *Store) UsageInsertFullMany(ctx context.Context, rows []*service.UsageEv
 			TotalTokens:      r.TotalTokens,
 			LatencyMS:        r.LatencyMS,
 			CreatedAt:        r.CreatedAt.UnixMilli(),
+			EventID:          nullableHex(r.EventID),
 		}}
 	})
 }

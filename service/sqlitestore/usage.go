@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"math"
 	"time"
@@ -11,24 +12,34 @@ import (
 )
 
 // usageRow is one element of the JSON array UsageInsertBatch passes to
-// json_each; the keys are the column names.
+// json_each; the keys are the column names, event_id is hex or null.
 type usageRow struct {
-	TokenID          int64  `json:"token_id"`
-	ProjectID        int64  `json:"project_id"`
-	Method           string `json:"method"`
-	Path             string `json:"path"`
-	Model            string `json:"model"`
-	Status           int64  `json:"status"`
-	PromptTokens     int64  `json:"prompt_tokens"`
-	CompletionTokens int64  `json:"completion_tokens"`
-	TotalTokens      int64  `json:"total_tokens"`
-	LatencyMS        int64  `json:"latency_ms"`
-	CreatedAt        int64  `json:"created_at"`
+	TokenID          int64   `json:"token_id"`
+	ProjectID        int64   `json:"project_id"`
+	Method           string  `json:"method"`
+	Path             string  `json:"path"`
+	Model            string  `json:"model"`
+	Status           int64   `json:"status"`
+	PromptTokens     int64   `json:"prompt_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	TotalTokens      int64   `json:"total_tokens"`
+	LatencyMS        int64   `json:"latency_ms"`
+	CreatedAt        int64   `json:"created_at"`
+	EventID          *string `json:"event_id"`
+}
+
+// nullableHex is b in hex, or nil (JSON null, so SQL NULL) when b is nil.
+func nullableHex(b []byte) *string {
+	if b == nil {
+		return nil
+	}
+	h := hex.EncodeToString(b)
+	return &h
 }
 
 // UsageInsertBatch writes the batch with one INSERT ... SELECT FROM json_each,
 // a single statement and so all or nothing, with one bound parameter however
-// many rows there are.
+// many rows there are; events whose EventID is stored already are skipped.
 func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
 	if len(events) == 0 {
 		return 0, nil
@@ -46,6 +57,7 @@ func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEve
 			TotalTokens:      e.TotalTokens,
 			LatencyMS:        e.LatencyMS,
 			CreatedAt:        e.CreatedAt.UnixMilli(),
+			EventID:          nullableHex(e.EventID),
 		}
 	}))
 	if err != nil {

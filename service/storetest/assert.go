@@ -117,7 +117,8 @@ func assertUsageEvent(t *testing.T, got *service.UsageEvent, want *service.Usage
 	if got.TokenID != want.TokenID || got.ProjectID != want.ProjectID || got.Method != want.Method ||
 		got.Path != want.Path || got.Model != want.Model || got.Status != want.Status ||
 		got.PromptTokens != want.PromptTokens || got.CompletionTokens != want.CompletionTokens ||
-		got.TotalTokens != want.TotalTokens || got.LatencyMS != want.LatencyMS {
+		got.TotalTokens != want.TotalTokens || got.LatencyMS != want.LatencyMS ||
+		!bytes.Equal(got.EventID, want.EventID) || (got.EventID == nil) != (want.EventID == nil) {
 		t.Errorf("usage event = %+v, want %+v", got, want)
 	}
 	assertSameInstant(t, "usage CreatedAt", got.CreatedAt, want.CreatedAt)

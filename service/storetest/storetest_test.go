@@ -262,12 +262,18 @@ func (m *memStore) TokenRevokeAllForProject(_ context.Context, projectID int64) 
 
 func (m *memStore) UsageInsertBatch(_ context.Context, events []*service.UsageEventCreateParams) (int64, error) {
 	defer m.lock()()
+	var written int64
 	for _, e := range events {
+		if e.EventID != nil && slices.ContainsFunc(m.st.usage, func(u service.UsageEvent) bool { return bytes.Equal(u.EventID, e.EventID) }) {
+			continue
+		}
 		m.st.usage = append(m.st.usage, service.UsageEvent{ID: m.st.nextID(), TokenID: e.TokenID, ProjectID: e.ProjectID,
 			Method: e.Method, Path: e.Path, Model: e.Model, Status: e.Status, PromptTokens: e.PromptTokens,
-			CompletionTokens: e.CompletionTokens, TotalTokens: e.TotalTokens, LatencyMS: e.LatencyMS, CreatedAt: e.CreatedAt.UTC()})
+			CompletionTokens: e.CompletionTokens, TotalTokens: e.TotalTokens, LatencyMS: e.LatencyMS, CreatedAt: e.CreatedAt.UTC(),
+			EventID: e.EventID})
+		written++
 	}
-	return int64(len(events)), nil
+	return written, nil
 }
 
 func (m *memStore) UsageTotals(_ context.Context, f *service.UsageFilter) (*service.UsageTotals, error) {

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"testing"
@@ -25,7 +26,8 @@ var usageInsertBatchCases = []storeCase{
 	{"WritesEveryField", func(t *testing.T, s service.Store) {
 		want := []*service.UsageEventCreateParams{
 			{TokenID: 11, ProjectID: 22, Method: "POST", Path: "/v1/chat/completions", Model: "gpt-4o", Status: 200,
-				PromptTokens: 100, CompletionTokens: 50, TotalTokens: 150, LatencyMS: 1234, CreatedAt: usageBase},
+				PromptTokens: 100, CompletionTokens: 50, TotalTokens: 150, LatencyMS: 1234, CreatedAt: usageBase,
+				EventID: eventID(1)},
 			{TokenID: 12, ProjectID: 23, Method: "GET", Path: "/v1/models", Status: 502,
 				CreatedAt: usageBase.Add(1500 * time.Microsecond)},
 		}
@@ -48,6 +50,40 @@ var usageInsertBatchCases = []storeCase{
 				t.Errorf("no event for token %d in %+v", w.TokenID, got)
 			}
 		}
+	}},
+	{"SameBatchTwiceIsStoredOnce", func(t *testing.T, s service.Store) {
+		events := []*service.UsageEventCreateParams{identifiedEvent(1), identifiedEvent(2), identifiedEvent(3)}
+		insertUsage(t, s, events...)
+		n, err := s.UsageInsertBatch(t.Context(), events)
+		if err != nil || n != 0 {
+			t.Errorf("UsageInsertBatch(the same batch again) = %d, %v; want 0, nil", n, err)
+		}
+		assertStoredEventIDs(t, s, 1, 2, 3)
+	}},
+	{"StoresOnlyEventIDsNotStoredYet", func(t *testing.T, s service.Store) {
+		insertUsage(t, s, identifiedEvent(1), identifiedEvent(2))
+		n, err := s.UsageInsertBatch(t.Context(), []*service.UsageEventCreateParams{
+			identifiedEvent(2), identifiedEvent(3), identifiedEvent(1), identifiedEvent(4),
+		})
+		if err != nil || n != 2 {
+			t.Errorf("UsageInsertBatch(2 stored, 2 new) = %d, %v; want 2, nil", n, err)
+		}
+		assertStoredEventIDs(t, s, 1, 2, 3, 4)
+	}},
+	{"EventIDTwiceInOneBatchIsStoredOnce", func(t *testing.T, s service.Store) {
+		n, err := s.UsageInsertBatch(t.Context(), []*service.UsageEventCreateParams{
+			identifiedEvent(1), identifiedEvent(2), identifiedEvent(1),
+		})
+		if err != nil || n != 2 {
+			t.Errorf("UsageInsertBatch(event 1 twice) = %d, %v; want 2, nil", n, err)
+		}
+		assertStoredEventIDs(t, s, 1, 2)
+	}},
+	{"EventsWithoutEventIDAreAlwaysInserted", func(t *testing.T, s service.Store) {
+		events := []*service.UsageEventCreateParams{usageEvent(1, 1, usageBase), usageEvent(1, 1, usageBase)}
+		insertUsage(t, s, events...)
+		insertUsage(t, s, events...)
+		assertUsageRequests(t, s, &service.UsageFilter{}, 4)
 	}},
 	{"KeepsCreatedAtInstantFromAnyZone", func(t *testing.T, s service.Store) {
 		at := time.Date(2030, 1, 2, 8, 4, 5, 987_654_321, time.FixedZone("x", 5*3600))
@@ -308,6 +344,47 @@ func assertDescendingIDs(t *testing.T, ids []int64) {
 		if ids[i] >= ids[i-1] {
 			t.Errorf("ids not newest first: %v", ids)
 			return
+		}
+	}
+}
+
+// eventID is a 16-byte EventID numbered n.
+func eventID(n byte) []byte {
+	id := make([]byte, 16)
+	id[15] = n
+	return id
+}
+
+// identifiedEvent is a usage event with EventID n, n prompt tokens to tell
+// it apart.
+func identifiedEvent(n byte) *service.UsageEventCreateParams {
+	e := usageEvent(1, 1, usageBase)
+	e.PromptTokens, e.EventID = int64(n), eventID(n)
+	return e
+}
+
+// assertStoredEventIDs checks the stored events are exactly the
+// identifiedEvents numbered want, each once.
+func assertStoredEventIDs(t *testing.T, s service.Store, want ...byte) {
+	t.Helper()
+	got, err := s.UsageList(t.Context(), &service.UsageListParams{Limit: service.MaxPageLimit})
+	if err != nil {
+		t.Fatalf("UsageList: %v", err)
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d events stored, want %d", len(got), len(want))
+	}
+	stored := map[byte]bool{}
+	for _, e := range got {
+		n := byte(e.PromptTokens)
+		if stored[n] || !bytes.Equal(e.EventID, eventID(n)) {
+			t.Errorf("stored event %d again or with EventID %x", n, e.EventID)
+		}
+		stored[n] = true
+	}
+	for _, n := range want {
+		if !stored[n] {
+			t.Errorf("event %d not stored", n)
 		}
 	}
 }
