@@ -135,35 +135,46 @@ var tokenAdmitCases = []storeCase{
 		assertRequestCount(t, s, tok.ID, 1)
 	}},
 	{"CountsExactlyToLimitUnderConcurrency", func(t *testing.T, s service.Store) {
-		const workers, limit = 64, 100
-		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(limit))
-		var admitted atomic.Int64
-		errs := make([]error, workers)
-		var wg sync.WaitGroup
-		for w := range workers {
-			wg.Go(func() {
-				// A correct store refuses every worker by then; the bound
-				// only keeps a broken one from looping forever.
-				for range limit + 1 {
-					_, err := s.TokenAdmit(t.Context(), tok.ID)
-					switch {
-					case errors.Is(err, service.ErrLimitReached):
-						return
-					case err != nil:
-						errs[w] = err
-						return
-					}
-					admitted.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			t.Errorf("concurrent TokenAdmit failed other than with ErrLimitReached: %v", err)
-		}
-		if got := admitted.Load(); got != limit {
-			t.Errorf("%d admissions succeeded, want exactly %d", got, limit)
-		}
-		assertRequestCount(t, s, tok.ID, limit)
+		admitConcurrently(t, s, "TokenAdmit", func(tok *service.Token) error {
+			_, err := s.TokenAdmit(t.Context(), tok.ID)
+			return err
+		})
 	}},
+}
+
+// admitConcurrently has 64 workers admit through admit on a token limited
+// to 100 requests until refused: exactly 100 must succeed, every refusal
+// must be ErrLimitReached, and the token must count exactly 100.
+func admitConcurrently(t *testing.T, s service.Store, method string, admit func(tok *service.Token) error) {
+	t.Helper()
+	const workers, limit = 64, 100
+	tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(limit))
+	var admitted atomic.Int64
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			// A correct store refuses every worker by then; the bound
+			// only keeps a broken one from looping forever.
+			for range limit + 1 {
+				err := admit(tok)
+				switch {
+				case errors.Is(err, service.ErrLimitReached):
+					return
+				case err != nil:
+					errs[w] = err
+					return
+				}
+				admitted.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Errorf("concurrent %s failed other than with ErrLimitReached: %v", method, err)
+	}
+	if got := admitted.Load(); got != limit {
+		t.Errorf("%d admissions succeeded, want exactly %d", got, limit)
+	}
+	assertRequestCount(t, s, tok.ID, limit)
 }

@@ -1,9 +1,6 @@
 package storetest
 
 import (
-	"errors"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,35 +137,9 @@ var tokenAdmitByHashCases = []struct {
 		assertRequestCount(t, s, tok.ID, 0)
 	}},
 	{"CountsExactlyToLimitUnderConcurrency", func(t *testing.T, s admitter) {
-		const workers, limit = 64, 100
-		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(limit))
-		var admitted atomic.Int64
-		errs := make([]error, workers)
-		var wg sync.WaitGroup
-		for w := range workers {
-			wg.Go(func() {
-				// A correct store refuses every worker by then; the bound
-				// only keeps a broken one from looping forever.
-				for range limit + 1 {
-					_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash)
-					switch {
-					case errors.Is(err, service.ErrLimitReached):
-						return
-					case err != nil:
-						errs[w] = err
-						return
-					}
-					admitted.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			t.Errorf("concurrent TokenAdmitByHash failed other than with ErrLimitReached: %v", err)
-		}
-		if got := admitted.Load(); got != limit {
-			t.Errorf("%d admissions succeeded, want exactly %d", got, limit)
-		}
-		assertRequestCount(t, s, tok.ID, limit)
+		admitConcurrently(t, s, "TokenAdmitByHash", func(tok *service.Token) error {
+			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash)
+			return err
+		})
 	}},
 }
