@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -26,6 +27,12 @@ var (
 // are now and says which rule refused the request (ErrNotFound when the
 // token does not exist).
 func ExplainAdmissionRefusal(ctx context.Context, s Store, tokenID int64) error {
+	return ExplainBatchRefusal(ctx, s, tokenID, 1)
+}
+
+// ExplainBatchRefusal is ExplainAdmissionRefusal for an admission of n
+// requests at once.
+func ExplainBatchRefusal(ctx context.Context, s Store, tokenID, n int64) error {
 	token, err := s.TokenGetByID(ctx, tokenID)
 	if err != nil {
 		return err
@@ -34,13 +41,19 @@ func ExplainAdmissionRefusal(ctx context.Context, s Store, tokenID int64) error 
 	if err != nil {
 		return err
 	}
-	return AdmissionRefusal(token, project)
+	return BatchRefusal(token, project, n)
 }
 
 // AdmissionRefusal explains why TokenAdmit counted nothing, given the token
 // and its project as read after the refusal. Expiry comes last: it is the
 // only rule that depends on the clock, which is the database's, not ours.
 func AdmissionRefusal(token *Token, project *Project) error {
+	return BatchRefusal(token, project, 1)
+}
+
+// BatchRefusal is AdmissionRefusal for n requests admitted at once: when
+// some but fewer than n requests are left, it is a *RequestsLeftError.
+func BatchRefusal(token *Token, project *Project, n int64) error {
 	switch {
 	case !token.IsActive:
 		return ErrTokenRevoked
@@ -48,9 +61,23 @@ func AdmissionRefusal(token *Token, project *Project) error {
 		return ErrProjectInactive
 	case token.MaxRequests != nil && token.RequestCount >= *token.MaxRequests:
 		return ErrLimitReached
+	case token.MaxRequests != nil && token.RequestCount+n > *token.MaxRequests:
+		return &RequestsLeftError{Left: *token.MaxRequests - token.RequestCount}
 	}
 	return ErrTokenExpired
 }
+
+// RequestsLeftError refuses an admission of several requests at once when
+// fewer are left under the token's limit; it is an ErrLimitReached.
+type RequestsLeftError struct {
+	Left int64 // requests left when the refusal was explained, at least 1
+}
+
+func (e *RequestsLeftError) Error() string {
+	return fmt.Sprintf("%v: only %d requests left", ErrLimitReached, e.Left)
+}
+
+func (e *RequestsLeftError) Is(target error) bool { return target == ErrLimitReached }
 
 // UsageTimeRange returns the filter's bounds with zero values replaced by
 // ones every backend can store.

@@ -49,13 +49,15 @@ type Store interface {
 	Close() error
 }
 
-// TokenAdmitter is implemented by stores that can authenticate and admit a
-// request in one statement, the proxy's hot path. It is optional so that
+// TokenAdmitter is implemented by stores that can authenticate and admit
+// requests in one statement, the proxy's hot path. It is optional so that
 // stores written for tests need not implement it; the proxy falls back to
 // TokenGetByHash, ProjectGetByID and TokenAdmit.
 type TokenAdmitter interface {
-	// TokenAdmitByHash is TokenAdmit for the token with this secret hash,
-	// also returning the token's project as the admission saw it. It returns
-	// ErrNotFound for an unknown hash and TokenAdmit's errors otherwise.
-	TokenAdmitByHash(ctx context.Context, secretHash []byte) (*Token, *Project, error)
+	// TokenAdmitByHash is TokenAdmit of n ≥ 1 requests at once, all or none,
+	// for the token with this secret hash, also returning the token's project
+	// as the admission saw it. It returns ErrNotFound for an unknown hash and
+	// TokenAdmit's errors otherwise; when the limit leaves fewer than n but at
+	// least one request, the error is a *RequestsLeftError.
+	TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64) (*Token, *Project, error)
 }

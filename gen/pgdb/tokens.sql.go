@@ -44,27 +44,33 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 
 const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
 UPDATE tokens SET
-  request_count = tokens.request_count + 1,
+  request_count = tokens.request_count + $1::bigint,
   last_used_at  = now()
 FROM projects p
-WHERE tokens.secret_hash = $1
+WHERE tokens.secret_hash = $2
   AND p.id = tokens.project_id
   AND p.is_active
   AND tokens.is_active
   AND tokens.expires_at > now()
-  AND (tokens.max_requests IS NULL OR tokens.request_count < tokens.max_requests)
+  AND (tokens.max_requests IS NULL OR tokens.request_count + $1::bigint <= tokens.max_requests)
 RETURNING tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at
 `
+
+type TokenAdmitByHashParams struct {
+	N          int64
+	SecretHash []byte
+}
 
 type TokenAdmitByHashRow struct {
 	Token   Token
 	Project Project
 }
 
-// TokenAdmit by the secret's hash, also returning the token's project, so the
-// proxy authenticates and admits in one round trip.
-func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, secretHash []byte) (*TokenAdmitByHashRow, error) {
-	row := db.QueryRow(ctx, tokenAdmitByHash, secretHash)
+// TokenAdmit of n requests at once (all or none) by the secret's hash, also
+// returning the token's project, so the proxy authenticates and admits in one
+// round trip.
+func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmitByHashParams) (*TokenAdmitByHashRow, error) {
+	row := db.QueryRow(ctx, tokenAdmitByHash, arg.N, arg.SecretHash)
 	var i TokenAdmitByHashRow
 	err := row.Scan(
 		&i.Token.ID,

@@ -43,12 +43,12 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 
 const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
 UPDATE tokens SET
-  request_count = request_count + 1,
+  request_count = request_count + ?1,
   last_used_at  = CAST(unixepoch('subsec') * 1000 AS INTEGER)
-WHERE tokens.secret_hash = ?1
+WHERE tokens.secret_hash = ?2
   AND is_active = 1
   AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
-  AND (max_requests IS NULL OR request_count < max_requests)
+  AND (max_requests IS NULL OR request_count + ?1 <= max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
 RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at,
   (SELECT p.name FROM projects p WHERE p.id = tokens.project_id) AS project_name,
@@ -57,6 +57,11 @@ RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, r
   (SELECT p.created_at FROM projects p WHERE p.id = tokens.project_id) AS project_created_at,
   (SELECT p.updated_at FROM projects p WHERE p.id = tokens.project_id) AS project_updated_at
 `
+
+type TokenAdmitByHashParams struct {
+	N          int64
+	SecretHash []byte
+}
 
 type TokenAdmitByHashRow struct {
 	ID               int64
@@ -77,11 +82,12 @@ type TokenAdmitByHashRow struct {
 	UpdatedAt_2      int64
 }
 
-// TokenAdmit by the secret's hash, also returning the token's project, so the
-// proxy authenticates and admits with one statement. SQLite's RETURNING
-// cannot read an UPDATE ... FROM table, hence a subquery per project column.
-func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, secretHash []byte) (*TokenAdmitByHashRow, error) {
-	row := db.QueryRowContext(ctx, tokenAdmitByHash, secretHash)
+// TokenAdmit of n requests at once (all or none) by the secret's hash, also
+// returning the token's project, so the proxy authenticates and admits with
+// one statement. SQLite's RETURNING cannot read an UPDATE ... FROM table,
+// hence a subquery per project column.
+func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmitByHashParams) (*TokenAdmitByHashRow, error) {
+	row := db.QueryRowContext(ctx, tokenAdmitByHash, arg.N, arg.SecretHash)
 	var i TokenAdmitByHashRow
 	err := row.Scan(
 		&i.ID,

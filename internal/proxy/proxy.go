@@ -75,14 +75,14 @@ func NewTransport() *http.Transport {
 }
 
 type handler struct {
-	store     service.Store
-	admitter  service.TokenAdmitter // the store, when it can admit in one statement
-	keys      *secrets.Keys
-	recorder  Recorder
-	metrics   *metrics.Metrics
-	log       *slog.Logger
-	transport http.RoundTripper
-	maxBody   int64
+	store      service.Store
+	admissions *admissionQueue // when the store can admit in one statement
+	keys       *secrets.Keys
+	recorder   Recorder
+	metrics    *metrics.Metrics
+	log        *slog.Logger
+	transport  http.RoundTripper
+	maxBody    int64
 
 	// The upstream base, split once: scheme, host, and path without a
 	// trailing slash, decoded and escaped.
@@ -111,7 +111,9 @@ func New(opts Options) http.Handler {
 		baseRawPath:    strings.TrimSuffix(opts.Upstream.EscapedPath(), "/"),
 		baseHasRawPath: opts.Upstream.RawPath != "",
 	}
-	h.admitter, _ = opts.Store.(service.TokenAdmitter)
+	if admitter, ok := opts.Store.(service.TokenAdmitter); ok {
+		h.admissions = newAdmissionQueue(admitter)
+	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -187,10 +189,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // admit authenticates the request by its secret's hash and makes the one
 // atomic decision (revocation, expiry, project state and the request limit
 // as the database sees them now), returning the token and its project. A
-// store that implements service.TokenAdmitter does it all in one statement.
+// store that implements service.TokenAdmitter does it all in one statement,
+// shared by the token's requests that arrive together.
 func (h *handler) admit(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
-	if h.admitter != nil {
-		return h.admitter.TokenAdmitByHash(ctx, secretHash)
+	if h.admissions != nil {
+		return h.admissions.admit(ctx, secretHash)
 	}
 	token, err := h.store.TokenGetByHash(ctx, secretHash)
 	if err != nil {

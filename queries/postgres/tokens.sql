@@ -31,10 +31,11 @@ WHERE tokens.id = @id
 RETURNING *;
 
 -- name: TokenAdmitByHash :one
--- TokenAdmit by the secret's hash, also returning the token's project, so the
--- proxy authenticates and admits in one round trip.
+-- TokenAdmit of n requests at once (all or none) by the secret's hash, also
+-- returning the token's project, so the proxy authenticates and admits in one
+-- round trip.
 UPDATE tokens SET
-  request_count = tokens.request_count + 1,
+  request_count = tokens.request_count + @n::bigint,
   last_used_at  = now()
 FROM projects p
 WHERE tokens.secret_hash = @secret_hash
@@ -42,7 +43,7 @@ WHERE tokens.secret_hash = @secret_hash
   AND p.is_active
   AND tokens.is_active
   AND tokens.expires_at > now()
-  AND (tokens.max_requests IS NULL OR tokens.request_count < tokens.max_requests)
+  AND (tokens.max_requests IS NULL OR tokens.request_count + @n::bigint <= tokens.max_requests)
 RETURNING sqlc.embed(tokens), sqlc.embed(p);
 
 -- name: TokenSetActive :one

@@ -31,16 +31,17 @@ WHERE tokens.id = sqlc.arg(id)
 RETURNING *;
 
 -- name: TokenAdmitByHash :one
--- TokenAdmit by the secret's hash, also returning the token's project, so the
--- proxy authenticates and admits with one statement. SQLite's RETURNING
--- cannot read an UPDATE ... FROM table, hence a subquery per project column.
+-- TokenAdmit of n requests at once (all or none) by the secret's hash, also
+-- returning the token's project, so the proxy authenticates and admits with
+-- one statement. SQLite's RETURNING cannot read an UPDATE ... FROM table,
+-- hence a subquery per project column.
 UPDATE tokens SET
-  request_count = request_count + 1,
+  request_count = request_count + sqlc.arg(n),
   last_used_at  = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE tokens.secret_hash = sqlc.arg(secret_hash)
   AND is_active = 1
   AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
-  AND (max_requests IS NULL OR request_count < max_requests)
+  AND (max_requests IS NULL OR request_count + sqlc.arg(n) <= max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
 RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at,
   (SELECT p.name FROM projects p WHERE p.id = tokens.project_id) AS project_name,

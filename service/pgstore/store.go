@@ -292,10 +292,13 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 }
 
 // TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE ... FROM projects
-// finds the token by its hash, counts the request and returns the token with
+// finds the token by its hash, counts n requests and returns the token with
 // its project, in one round trip.
-func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
-	row, err := s.q.TokenAdmitByHash(ctx, s.db, secretHash)
+func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64) (*service.Token, *service.Project, error) {
+	if n < 1 {
+		return nil, nil, fmt.Errorf("%w: admit %d requests", service.ErrInvalid, n)
+	}
+	row, err := s.q.TokenAdmitByHash(ctx, s.db, &pgdb.TokenAdmitByHashParams{N: n, SecretHash: secretHash})
 	if err == nil {
 		return tokenFromRow(&row.Token), projectFromRow(&row.Project), nil
 	}
@@ -306,7 +309,7 @@ func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte) (*servi
 	if err != nil {
 		return nil, nil, err
 	}
-	return nil, nil, service.ExplainAdmissionRefusal(ctx, s, token.ID)
+	return nil, nil, service.ExplainBatchRefusal(ctx, s, token.ID, n)
 }
 
 func (s *Store) TokenUpdate(ctx context.Context, p *service.TokenUpdateParams) (*service.Token, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 
 	"github.com/llmproxy/llmproxy/gen/sqlitedb"
 	"github.com/llmproxy/llmproxy/service"
@@ -75,9 +76,12 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 }
 
 // TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE finds the token by
-// its hash, counts the request and returns the token with its project.
-func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
-	row, err := s.q.TokenAdmitByHash(ctx, s.writes(), secretHash)
+// its hash, counts n requests and returns the token with its project.
+func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64) (*service.Token, *service.Project, error) {
+	if n < 1 {
+		return nil, nil, fmt.Errorf("%w: admit %d requests", service.ErrInvalid, n)
+	}
+	row, err := s.q.TokenAdmitByHash(ctx, s.writes(), &sqlitedb.TokenAdmitByHashParams{N: n, SecretHash: secretHash})
 	if err == nil {
 		token, project := tokenAdmitByHashFromRow(row)
 		return token, project, nil
@@ -89,7 +93,7 @@ func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte) (*servi
 	if err != nil {
 		return nil, nil, err
 	}
-	return nil, nil, service.ExplainAdmissionRefusal(ctx, s, token.ID)
+	return nil, nil, service.ExplainBatchRefusal(ctx, s, token.ID, n)
 }
 
 func (s *Store) TokenUpdate(ctx context.Context, params *service.TokenUpdateParams) (*service.Token, error) {

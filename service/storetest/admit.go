@@ -135,17 +135,18 @@ var tokenAdmitCases = []storeCase{
 		assertRequestCount(t, s, tok.ID, 1)
 	}},
 	{"CountsExactlyToLimitUnderConcurrency", func(t *testing.T, s service.Store) {
-		admitConcurrently(t, s, "TokenAdmit", func(tok *service.Token) error {
+		admitConcurrently(t, s, "TokenAdmit", func(tok *service.Token) (int64, error) {
 			_, err := s.TokenAdmit(t.Context(), tok.ID)
-			return err
+			return 1, err
 		})
 	}},
 }
 
-// admitConcurrently has 64 workers admit through admit on a token limited
-// to 100 requests until refused: exactly 100 must succeed, every refusal
-// must be ErrLimitReached, and the token must count exactly 100.
-func admitConcurrently(t *testing.T, s service.Store, method string, admit func(tok *service.Token) error) {
+// admitConcurrently has 64 workers admit through admit, which returns how
+// many requests it admitted, on a token limited to 100 requests until
+// refused: exactly 100 must be admitted, every refusal must be
+// ErrLimitReached, and the token must count exactly 100.
+func admitConcurrently(t *testing.T, s service.Store, method string, admit func(tok *service.Token) (int64, error)) {
 	t.Helper()
 	const workers, limit = 64, 100
 	tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(limit))
@@ -157,7 +158,7 @@ func admitConcurrently(t *testing.T, s service.Store, method string, admit func(
 			// A correct store refuses every worker by then; the bound
 			// only keeps a broken one from looping forever.
 			for range limit + 1 {
-				err := admit(tok)
+				n, err := admit(tok)
 				switch {
 				case errors.Is(err, service.ErrLimitReached):
 					return
@@ -165,7 +166,7 @@ func admitConcurrently(t *testing.T, s service.Store, method string, admit func(
 					errs[w] = err
 					return
 				}
-				admitted.Add(1)
+				admitted.Add(n)
 			}
 		})
 	}

@@ -1,6 +1,9 @@
 package storetest
 
 import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -34,7 +37,7 @@ func RunTokenAdmitter(t *testing.T, newStore func(t *testing.T) service.Store) {
 // back is the token and project as stored after the admission.
 func admitByHash(t *testing.T, s admitter, tok *service.Token) *service.Token {
 	t.Helper()
-	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash)
+	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1)
 	if err != nil {
 		t.Fatalf("TokenAdmitByHash: %v", err)
 	}
@@ -47,7 +50,7 @@ func admitByHash(t *testing.T, s admitter, tok *service.Token) *service.Token {
 // and returns neither a token nor a project.
 func refuseByHash(t *testing.T, s admitter, tok *service.Token, want error) {
 	t.Helper()
-	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash)
+	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1)
 	requireErrorIs(t, "TokenAdmitByHash", err, want)
 	if got != nil || project != nil {
 		t.Errorf("refused TokenAdmitByHash returned token %+v, project %+v; want nil, nil", got, project)
@@ -137,9 +140,86 @@ var tokenAdmitByHashCases = []struct {
 		assertRequestCount(t, s, tok.ID, 0)
 	}},
 	{"CountsExactlyToLimitUnderConcurrency", func(t *testing.T, s admitter) {
-		admitConcurrently(t, s, "TokenAdmitByHash", func(tok *service.Token) error {
-			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash)
-			return err
+		admitConcurrently(t, s, "TokenAdmitByHash", func(tok *service.Token) (int64, error) {
+			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1)
+			return 1, err
+		})
+	}},
+	{"AdmitsSeveralAtOnce", func(t *testing.T, s admitter) {
+		limited := newToken(t, s, newProject(t, s).ID, withMaxRequests(5))
+		unlimited := newToken(t, s, newProject(t, s).ID)
+		for _, c := range []struct {
+			tok  *service.Token
+			n    int64
+			want int64
+		}{{limited, 3, 3}, {limited, 2, 5}, {unlimited, 1000, 1000}, {unlimited, 1, 1001}} {
+			got, project, err := s.TokenAdmitByHash(t.Context(), c.tok.SecretHash, c.n)
+			if err != nil {
+				t.Fatalf("TokenAdmitByHash(n=%d): %v", c.n, err)
+			}
+			if got.RequestCount != c.want {
+				t.Errorf("after admitting %d: RequestCount = %d, want %d", c.n, got.RequestCount, c.want)
+			}
+			assertTokenEqual(t, got, getToken(t, s, c.tok.ID))
+			assertProjectEqual(t, project, getProject(t, s, c.tok.ProjectID))
+		}
+	}},
+	{"AdmitsAllOrNoneAndSaysHowManyAreLeft", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(5))
+		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3); err != nil {
+			t.Fatal(err)
+		}
+		got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3)
+		left, ok := errors.AsType[*service.RequestsLeftError](err)
+		if !ok || left.Left != 2 || !errors.Is(err, service.ErrLimitReached) || got != nil || project != nil {
+			t.Fatalf("admitting 3 with 2 left = %v, %v, %v; want a *RequestsLeftError{Left: 2} that is ErrLimitReached", got, project, err)
+		}
+		assertRequestCount(t, s, tok.ID, 3)
+		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 2); err != nil {
+			t.Fatal(err)
+		}
+		// None left: the plain sentinel, whatever n is.
+		for _, n := range []int64{1, 4} {
+			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n)
+			if _, ok := errors.AsType[*service.RequestsLeftError](err); ok || !errors.Is(err, service.ErrLimitReached) {
+				t.Errorf("admitting %d with none left: %v, want ErrLimitReached", n, err)
+			}
+		}
+		assertRequestCount(t, s, tok.ID, 5)
+	}},
+	{"RefusesSeveralLikeOne", func(t *testing.T, s admitter) {
+		p := newProject(t, s)
+		revoked := newToken(t, s, p.ID, withMaxRequests(2))
+		setTokenActive(t, s, revoked.ID, false)
+		expired := newToken(t, s, p.ID, withExpiresAt(time.Now().Add(-time.Hour)))
+		for _, c := range []struct {
+			tok  *service.Token
+			want error
+		}{{revoked, service.ErrTokenRevoked}, {expired, service.ErrTokenExpired}} {
+			_, _, err := s.TokenAdmitByHash(t.Context(), c.tok.SecretHash, 5)
+			requireErrorIs(t, "TokenAdmitByHash(n=5)", err, c.want)
+			assertRequestCount(t, s, c.tok.ID, 0)
+		}
+	}},
+	{"RefusesFewerThanOne", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID)
+		for _, n := range []int64{0, -1} {
+			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n)
+			requireErrorIs(t, fmt.Sprintf("TokenAdmitByHash(n=%d)", n), err, service.ErrInvalid)
+		}
+		assertRequestCount(t, s, tok.ID, 0)
+	}},
+	{"CountsExactlyToLimitAdmittingSeveralConcurrently", func(t *testing.T, s admitter) {
+		admitConcurrently(t, s, "TokenAdmitByHash(n>1)", func(tok *service.Token) (int64, error) {
+			n := rand.Int64N(5) + 1
+			for {
+				_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n)
+				left, ok := errors.AsType[*service.RequestsLeftError](err)
+				if !ok {
+					return n, err
+				}
+				n = left.Left // fewer fit: take what is left, if still there
+			}
 		})
 	}},
 }

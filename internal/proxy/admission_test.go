@@ -1,0 +1,225 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// gatedAdmitter is a service.TokenAdmitter with one token whose statements
+// wait for the test to open the gate, so that requests pile up behind one.
+type gatedAdmitter struct {
+	gate    chan struct{} // each statement takes one value before it runs
+	started chan int64    // each statement's n, sent as it starts
+
+	mu      sync.Mutex
+	count   int64
+	max     int64 // 0: unlimited
+	refusal error // refuses every statement when set
+	ctxErrs int   // statements that ran with a cancelled context
+}
+
+func newGatedAdmitter(max int64) *gatedAdmitter {
+	return &gatedAdmitter{gate: make(chan struct{}), started: make(chan int64, 100), max: max}
+}
+
+func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64) (*service.Token, *service.Project, error) {
+	a.started <- n
+	<-a.gate
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ctx.Err() != nil {
+		a.ctxErrs++
+		return nil, nil, ctx.Err()
+	}
+	switch {
+	case a.refusal != nil:
+		return nil, nil, a.refusal
+	case a.max > 0 && a.count >= a.max:
+		return nil, nil, service.ErrLimitReached
+	case a.max > 0 && a.count+n > a.max:
+		return nil, nil, &service.RequestsLeftError{Left: a.max - a.count}
+	}
+	a.count += n
+	return &service.Token{ID: 1, RequestCount: a.count}, &service.Project{ID: 1}, nil
+}
+
+type admitResult struct {
+	token *service.Token
+	err   error
+}
+
+// startAdmissions starts k admissions through q, each after the previous
+// one has joined the queue, and returns their results in order.
+func startAdmissions(t *testing.T, q *admissionQueue, ctx context.Context, k int) []chan admitResult {
+	t.Helper()
+	results := make([]chan admitResult, k)
+	for i := range results {
+		before := queuedRequests(q)
+		results[i] = admitInBackground(q, ctx)
+		waitFor(t, func() bool { return queuedRequests(q) > before })
+	}
+	return results
+}
+
+// queuedRequests counts the requests gathering for the token's next statement.
+func queuedRequests(q *admissionQueue) int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if line := q.lines["hash"]; line != nil && line.gathering != nil {
+		return line.gathering.n
+	}
+	return 0
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// runFirstStatement starts one admission and waits until its statement runs,
+// so that the admissions started next must queue behind it.
+func runFirstStatement(t *testing.T, q *admissionQueue, a *gatedAdmitter) chan admitResult {
+	t.Helper()
+	first := admitInBackground(q, t.Context())
+	if n := <-a.started; n != 1 {
+		t.Fatalf("first statement admits %d, want 1", n)
+	}
+	return first
+}
+
+func TestAdmissionQueueCoalescesWaitingRequests(t *testing.T) {
+	a := newGatedAdmitter(0)
+	q := newAdmissionQueue(a)
+	first := runFirstStatement(t, q, a)
+	waiting := startAdmissions(t, q, t.Context(), 10)
+
+	a.gate <- struct{}{} // the first statement finishes; the ten waiting go in one
+	if n := <-a.started; n != 10 {
+		t.Fatalf("second statement admits %d, want the 10 waiting", n)
+	}
+	a.gate <- struct{}{}
+	for i, r := range append([]chan admitResult{first}, waiting...) {
+		if got := <-r; got.err != nil {
+			t.Errorf("request %d: %v", i, got.err)
+		}
+	}
+	if a.count != 11 {
+		t.Errorf("count = %d, want 11", a.count)
+	}
+	if len(q.lines) != 0 {
+		t.Errorf("%d lines left after all admissions ended", len(q.lines))
+	}
+}
+
+func TestAdmissionQueueAdmitsWhatTheLimitLeavesInArrivalOrder(t *testing.T) {
+	a := newGatedAdmitter(5)
+	q := newAdmissionQueue(a)
+	first := runFirstStatement(t, q, a)
+	waiting := startAdmissions(t, q, t.Context(), 10)
+
+	a.gate <- struct{}{}
+	var statements []int64
+	for range 2 { // 10 refused with 4 left, then 4
+		statements = append(statements, <-a.started)
+		a.gate <- struct{}{}
+	}
+	if !slices.Equal(statements, []int64{10, 4}) {
+		t.Errorf("statements after the first admitted %v, want [10 4]", statements)
+	}
+	if got := <-first; got.err != nil {
+		t.Fatal(got.err)
+	}
+	for i, r := range waiting {
+		got := <-r
+		switch {
+		case i < 4 && got.err != nil:
+			t.Errorf("waiting request %d refused: %v", i, got.err)
+		case i >= 4 && !errors.Is(got.err, service.ErrLimitReached):
+			t.Errorf("waiting request %d: %v, want ErrLimitReached", i, got.err)
+		case i >= 4 && got.token != nil:
+			t.Errorf("refused request %d got a token", i)
+		}
+	}
+	if a.count != 5 {
+		t.Errorf("count = %d, want exactly the limit 5", a.count)
+	}
+}
+
+func TestAdmissionQueueGivesEveryWaiterTheRefusal(t *testing.T) {
+	a := newGatedAdmitter(0)
+	q := newAdmissionQueue(a)
+	first := runFirstStatement(t, q, a)
+	waiting := startAdmissions(t, q, t.Context(), 3)
+	a.mu.Lock()
+	a.refusal = service.ErrTokenRevoked // revoked while the first statement ran
+	a.mu.Unlock()
+	a.gate <- struct{}{}
+	<-a.started
+	a.gate <- struct{}{}
+	for _, r := range append([]chan admitResult{first}, waiting...) {
+		if got := <-r; !errors.Is(got.err, service.ErrTokenRevoked) {
+			t.Errorf("admission after revocation: %v, want ErrTokenRevoked", got.err)
+		}
+	}
+}
+
+func TestAdmissionQueueBatchOutlivesItsLeadersClient(t *testing.T) {
+	a := newGatedAdmitter(0)
+	q := newAdmissionQueue(a)
+	first := runFirstStatement(t, q, a)
+	leaderCtx, leaves := context.WithCancel(t.Context())
+	leader := startAdmissions(t, q, leaderCtx, 1)
+	others := startAdmissions(t, q, t.Context(), 2)
+	leaves()
+
+	a.gate <- struct{}{}
+	if n := <-a.started; n != 3 {
+		t.Fatalf("batch admits %d, want 3", n)
+	}
+	a.gate <- struct{}{}
+	<-first
+	// The leader's request was counted with the others: it gets its token
+	// (the proxy then finds its client gone and records a 499).
+	for _, r := range append(leader, others...) {
+		if got := <-r; got.err != nil {
+			t.Errorf("batch member: %v", got.err)
+		}
+	}
+	if a.ctxErrs != 0 {
+		t.Errorf("%d statements ran with a cancelled context", a.ctxErrs)
+	}
+}
+
+func TestAdmissionQueueAloneRequestUsesItsContext(t *testing.T) {
+	a := newGatedAdmitter(0)
+	q := newAdmissionQueue(a)
+	ctx, cancel := context.WithCancel(t.Context())
+	result := admitInBackground(q, ctx)
+	<-a.started
+	cancel()
+	a.gate <- struct{}{}
+	if got := <-result; !errors.Is(got.err, context.Canceled) {
+		t.Errorf("admission whose client left: %v, want context.Canceled", got.err)
+	}
+}
+
+func admitInBackground(q *admissionQueue, ctx context.Context) chan admitResult {
+	result := make(chan admitResult, 1)
+	go func() {
+		token, _, err := q.admit(ctx, []byte("hash"))
+		result <- admitResult{token, err}
+	}()
+	return result
+}
