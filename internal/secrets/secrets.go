@@ -12,7 +12,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
+	"sync"
 )
 
 // KeySize is the master key length: AES-256.
@@ -26,6 +28,7 @@ const ciphertextVersion = 1
 type Keys struct {
 	aead    cipher.AEAD
 	hashKey []byte
+	macs    sync.Pool // HMACs keyed with hashKey: hashing runs on every proxied request
 }
 
 // NewKeys checks the master key and derives the working keys.
@@ -41,7 +44,9 @@ func NewKeys(master []byte) (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Keys{aead: aead, hashKey: derive(master, "llmproxy token hash v1")}, nil
+	k := &Keys{aead: aead, hashKey: derive(master, "llmproxy token hash v1")}
+	k.macs.New = func() any { return hmac.New(sha256.New, k.hashKey) }
+	return k, nil
 }
 
 // ParseKey decodes a base64 (standard or URL, padded or not) 32-byte key.
@@ -115,9 +120,11 @@ func NewToken() (secret, prefix string) {
 // hashes inside the database's unique index; CompareHash is for callers that
 // hold both.
 func (k *Keys) HashToken(secret string) []byte {
-	mac := hmac.New(sha256.New, k.hashKey)
+	mac := k.macs.Get().(hash.Hash)
+	defer k.macs.Put(mac)
+	mac.Reset()
 	mac.Write([]byte(secret))
-	return mac.Sum(nil)
+	return mac.Sum(make([]byte, 0, sha256.Size))
 }
 
 // CompareHash compares two hashes in constant time.

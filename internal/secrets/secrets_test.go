@@ -2,6 +2,8 @@ package secrets
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,6 +94,28 @@ func TestNewTokenAndHash(t *testing.T) {
 	if CompareHash(h, testKeys(t).HashToken(secret)) {
 		t.Fatal("hash does not depend on the key")
 	}
+}
+
+// HashToken reuses pooled HMACs: concurrent hashes must each be the plain
+// HMAC-SHA256 of their own secret.
+func TestHashTokenConcurrent(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				secret, _ := NewToken()
+				mac := hmac.New(sha256.New, k.hashKey)
+				mac.Write([]byte(secret))
+				if got := k.HashToken(secret); !CompareHash(got, mac.Sum(nil)) {
+					t.Errorf("HashToken(%q) = %x, want %x", secret, got, mac.Sum(nil))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func TestValidTokenSyntax(t *testing.T) {
