@@ -65,6 +65,52 @@ func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDele
 	return items, nil
 }
 
+const usageInsert = `-- name: UsageInsert :execrows
+INSERT INTO usage_events (
+  token_id, project_id, method, path, model, status,
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (event_id) DO NOTHING
+`
+
+type UsageInsertParams struct {
+	TokenID          int64
+	ProjectID        int64
+	Method           string
+	Path             string
+	Model            string
+	Status           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+	LatencyMs        int64
+	CreatedAt        time.Time
+	EventID          []byte
+}
+
+// One event, for a batch of one (the usage recorder writes an event a batch
+// refused alone). An event whose event_id is stored already is skipped.
+func (q *Queries) UsageInsert(ctx context.Context, db DBTX, arg *UsageInsertParams) (int64, error) {
+	result, err := db.Exec(ctx, usageInsert,
+		arg.TokenID,
+		arg.ProjectID,
+		arg.Method,
+		arg.Path,
+		arg.Model,
+		arg.Status,
+		arg.PromptTokens,
+		arg.CompletionTokens,
+		arg.TotalTokens,
+		arg.LatencyMs,
+		arg.CreatedAt,
+		arg.EventID,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const usageInsertBatch = `-- name: UsageInsertBatch :execrows
 INSERT INTO usage_events (
   token_id, project_id, method, path, model, status,

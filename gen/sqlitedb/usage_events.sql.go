@@ -64,6 +64,54 @@ func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDele
 	return items, nil
 }
 
+const usageInsert = `-- name: UsageInsert :execrows
+INSERT INTO usage_events (
+  token_id, project_id, method, path, model, status,
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (event_id) DO NOTHING
+`
+
+type UsageInsertParams struct {
+	TokenID          int64
+	ProjectID        int64
+	Method           string
+	Path             string
+	Model            string
+	Status           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+	LatencyMs        int64
+	CreatedAt        int64
+	EventID          []byte
+}
+
+// One event; UsageInsertBatch runs it, prepared once, for each event of a
+// batch in one transaction, which costs less per row than decoding the batch
+// with json_each. An event whose event_id is stored already is skipped, so a
+// retried batch is written once.
+func (q *Queries) UsageInsert(ctx context.Context, db DBTX, arg *UsageInsertParams) (int64, error) {
+	result, err := db.ExecContext(ctx, usageInsert,
+		arg.TokenID,
+		arg.ProjectID,
+		arg.Method,
+		arg.Path,
+		arg.Model,
+		arg.Status,
+		arg.PromptTokens,
+		arg.CompletionTokens,
+		arg.TotalTokens,
+		arg.LatencyMs,
+		arg.CreatedAt,
+		arg.EventID,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
+}
+
 const usageInsertBatch = `-- name: UsageInsertBatch :execrows
 INSERT INTO usage_events (
   token_id, project_id, method, path, model, status,
@@ -81,10 +129,11 @@ WHERE true
 ON CONFLICT (event_id) DO NOTHING
 `
 
-// One multi-row INSERT: rows is a JSON array of objects keyed by column name,
+// Not run by sqlitestore, whose UsageInsertBatch runs UsageInsert per event
+// (cheaper); kept because both dialects' name sets must match. One
+// multi-row INSERT: rows is a JSON array of objects keyed by column name,
 // event_id in hex or null. An event whose event_id is stored already is
-// skipped, so a retried batch is written once. (WHERE true lets SQLite parse
-// ON CONFLICT after a SELECT.)
+// skipped. (WHERE true lets SQLite parse ON CONFLICT after a SELECT.)
 func (q *Queries) UsageInsertBatch(ctx context.Context, db DBTX, rows string) (int64, error) {
 	result, err := db.ExecContext(ctx, usageInsertBatch, rows)
 	if err != nil {

@@ -1,3 +1,12 @@
+-- name: UsageInsert :execrows
+-- One event, for a batch of one (the usage recorder writes an event a batch
+-- refused alone). An event whose event_id is stored already is skipped.
+INSERT INTO usage_events (
+  token_id, project_id, method, path, model, status,
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (event_id) DO NOTHING;
+
 -- name: UsageInsertBatch :execrows
 -- One INSERT of parallel arrays of equal length, one element per event
 -- (unnests in a select list advance in step). An event whose

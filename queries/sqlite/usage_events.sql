@@ -1,8 +1,20 @@
+-- name: UsageInsert :execrows
+-- One event; UsageInsertBatch runs it, prepared once, for each event of a
+-- batch in one transaction, which costs less per row than decoding the batch
+-- with json_each. An event whose event_id is stored already is skipped, so a
+-- retried batch is written once.
+INSERT INTO usage_events (
+  token_id, project_id, method, path, model, status,
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (event_id) DO NOTHING;
+
 -- name: UsageInsertBatch :execrows
--- One multi-row INSERT: rows is a JSON array of objects keyed by column name,
+-- Not run by sqlitestore, whose UsageInsertBatch runs UsageInsert per event
+-- (cheaper); kept because both dialects' name sets must match. One
+-- multi-row INSERT: rows is a JSON array of objects keyed by column name,
 -- event_id in hex or null. An event whose event_id is stored already is
--- skipped, so a retried batch is written once. (WHERE true lets SQLite parse
--- ON CONFLICT after a SELECT.)
+-- skipped. (WHERE true lets SQLite parse ON CONFLICT after a SELECT.)
 INSERT INTO usage_events (
   token_id, project_id, method, path, model, status,
   prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id

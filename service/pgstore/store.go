@@ -360,9 +360,32 @@ func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (
 
 // UsageInsertBatch writes the events with one INSERT of parallel arrays,
 // which is all or nothing and skips events whose EventID is stored already.
+// A single event (the recorder writes an event a batch refused alone) takes
+// the plain INSERT, with no arrays to build.
 func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
-	if len(events) == 0 {
+	switch len(events) {
+	case 0:
 		return 0, nil
+	case 1:
+		e := events[0]
+		n, err := s.q.UsageInsert(ctx, s.db, &pgdb.UsageInsertParams{
+			TokenID:          e.TokenID,
+			ProjectID:        e.ProjectID,
+			Method:           e.Method,
+			Path:             e.Path,
+			Model:            e.Model,
+			Status:           e.Status,
+			PromptTokens:     e.PromptTokens,
+			CompletionTokens: e.CompletionTokens,
+			TotalTokens:      e.TotalTokens,
+			LatencyMs:        e.LatencyMS,
+			CreatedAt:        e.CreatedAt.UTC(),
+			EventID:          e.EventID,
+		})
+		if err != nil {
+			return 0, s.fail(err)
+		}
+		return n, nil
 	}
 	params := usageInsertColumns(events)
 	n, err := s.q.UsageInsertBatch(ctx, s.db, &params)

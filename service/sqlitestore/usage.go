@@ -2,8 +2,8 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"math"
 	"time"
 
@@ -11,7 +11,7 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-// usageRow is one element of the JSON array UsageInsertBatch passes to
+// usageRow is one element of the JSON array UsageInsertFullMany passes to
 // json_each; the keys are the column names, event_id is hex or null.
 type usageRow struct {
 	TokenID          int64   `json:"token_id"`
@@ -37,34 +37,60 @@ func nullableHex(b []byte) *string {
 	return &h
 }
 
-// UsageInsertBatch writes the batch with one INSERT ... SELECT FROM json_each,
-// a single statement and so all or nothing, with one bound parameter however
-// many rows there are; events whose EventID is stored already are skipped.
+// UsageInsertBatch runs UsageInsert, prepared once, for each event in one
+// transaction, so all or nothing; events whose EventID is stored already
+// (earlier in the batch too) count 0. Per row this holds the writer, which
+// admissions wait for, shorter than one INSERT ... SELECT FROM json_each.
 func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
 	if len(events) == 0 {
 		return 0, nil
 	}
-	rows, err := json.Marshal(mapSlice(events, func(e *service.UsageEventCreateParams) usageRow {
-		return usageRow{
-			TokenID:          e.TokenID,
-			ProjectID:        e.ProjectID,
-			Method:           e.Method,
-			Path:             e.Path,
-			Model:            e.Model,
-			Status:           e.Status,
-			PromptTokens:     e.PromptTokens,
-			CompletionTokens: e.CompletionTokens,
-			TotalTokens:      e.TotalTokens,
-			LatencyMS:        e.LatencyMS,
-			CreatedAt:        e.CreatedAt.UnixMilli(),
-			EventID:          nullableHex(e.EventID),
+	return inTx(ctx, s, func(tx *Store) (int64, error) {
+		db := &txStmts{Tx: tx.tx, stmts: map[string]*sql.Stmt{}}
+		var total int64
+		for _, e := range events {
+			n, err := tx.q.UsageInsert(ctx, db, &sqlitedb.UsageInsertParams{
+				TokenID:          e.TokenID,
+				ProjectID:        e.ProjectID,
+				Method:           e.Method,
+				Path:             e.Path,
+				Model:            e.Model,
+				Status:           e.Status,
+				PromptTokens:     e.PromptTokens,
+				CompletionTokens: e.CompletionTokens,
+				TotalTokens:      e.TotalTokens,
+				LatencyMs:        e.LatencyMS,
+				CreatedAt:        e.CreatedAt.UnixMilli(),
+				EventID:          e.EventID,
+			})
+			if err != nil {
+				return 0, mapError(err)
+			}
+			total += n
 		}
-	}))
-	if err != nil {
-		return 0, err
+		return total, nil
+	})
+}
+
+// txStmts is a sqlitedb.DBTX on a transaction that prepares each text it
+// executes once, for a query run many times in that transaction; sqlc passes
+// only the text. Queries run on the transaction unprepared. The statements
+// close with the transaction.
+type txStmts struct {
+	*sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+func (t *txStmts) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	stmt, ok := t.stmts[query]
+	if !ok {
+		var err error
+		if stmt, err = t.PrepareContext(ctx, query); err != nil {
+			return nil, err
+		}
+		t.stmts[query] = stmt
 	}
-	n, err := s.q.UsageInsertBatch(ctx, s.writes(), string(rows))
-	return n, mapError(err)
+	return stmt.ExecContext(ctx, args...)
 }
 
 // UsageTotals reads the totals and the per-model rows from one snapshot, so
