@@ -81,7 +81,8 @@ func (s *memStore) UsageInsertBatch(_ context.Context, events []*service.UsageEv
 func (s *memStore) Close() error { return nil }
 
 // BenchmarkProxyChat posts a small chat completion through the proxy (auth,
-// admission, forward, usage) to the fake upstream, from parallel clients;
+// admission, forward, usage) to the fake upstream, from 16 clients per CPU
+// (32 on the 2-core machines here, like the load harness's c32);
 // "direct" is the same request straight to the upstream, for comparison.
 func BenchmarkProxyChat(b *testing.B) {
 	memory := backend{"memory", func(testing.TB) service.Store { return &memStore{} }}
@@ -97,6 +98,7 @@ func BenchmarkProxyChat(b *testing.B) {
 
 func benchmarkChat(b *testing.B, e *env, baseURL, secret string) {
 	b.ReportAllocs()
+	b.SetParallelism(16)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			req, err := http.NewRequest(http.MethodPost, baseURL+"/v1/chat/completions", strings.NewReader(chatBody))
