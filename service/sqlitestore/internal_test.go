@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -47,6 +48,7 @@ func TestConnectionSettings(t *testing.T) {
 		{s.writer, "writer", "busy_timeout", "10000"},
 		{s.writer, "writer", "synchronous", "1"}, // NORMAL
 		{s.writer, "writer", "query_only", "0"},
+		{s.writer, "writer", "wal_autocheckpoint", strconv.Itoa(walBackstopPages)},
 		{s.reader, "reader", "foreign_keys", "1"},
 		{s.reader, "reader", "journal_mode", "wal"},
 		{s.reader, "reader", "busy_timeout", "10000"},
@@ -196,5 +198,32 @@ func TestUsageInsertBatchAllOrNothing(t *testing.T) {
 	}
 	if totals.Requests != 0 {
 		t.Errorf("after a failed batch %d rows remain, want 0", totals.Requests)
+	}
+}
+
+// The background checkpointer, not the writer, moves the WAL into the
+// database file: after a write, a checkpoint must report the WAL's frames
+// copied, and the data must be intact.
+func TestBackgroundCheckpoint(t *testing.T) {
+	t.Parallel()
+	s := openTestStore(t)
+	ctx := t.Context()
+	// A project is enough to put frames in the WAL.
+	if _, err := s.ProjectCreate(ctx, &service.ProjectCreateParams{Name: "checkpointed", APIKeyCiphertext: []byte("x"), APIKeyHint: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		frames, _ := s.checkpointer.last.Load().(walFrames)
+		if frames.log > 0 && frames.checkpointed == frames.log {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no complete checkpoint within 20s (last: %+v, runs: %d)", frames, s.checkpointer.runs.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := pragma(t, s.reader, "integrity_check"); got != "ok" {
+		t.Errorf("integrity_check = %s", got)
 	}
 }

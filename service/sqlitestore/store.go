@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -35,13 +36,16 @@ var (
 // Connection parameters. Every connection needs foreign_keys and busy_timeout
 // (both are per connection); journal_mode is stored in the file, so the
 // writer sets it once. _txlock=immediate takes the write lock at BEGIN, so a
-// transaction never fails half-way on a lock it could not upgrade.
+// transaction never fails half-way on a lock it could not upgrade. The
+// writer checkpoints the WAL itself only as a backstop (walBackstopPages);
+// checkpointing is the background checkpointer's work.
 var (
 	writerParams = []string{
 		"_pragma=foreign_keys(1)",
 		"_pragma=journal_mode(WAL)",
 		"_pragma=busy_timeout(10000)",
 		"_pragma=synchronous(NORMAL)",
+		"_pragma=wal_autocheckpoint(" + strconv.Itoa(walBackstopPages) + ")",
 		"_txlock=immediate",
 	}
 	readerParams = []string{
@@ -63,6 +67,8 @@ type Store struct {
 	readStmts  *stmtCache
 	q          *sqlitedb.Queries
 	tx         *sql.Tx
+
+	checkpointer *checkpointer
 }
 
 // Open opens (creating if needed) the database file cfg.SQLitePath and its
@@ -96,14 +102,16 @@ func Open(ctx context.Context, cfg service.Config) (*Store, error) {
 		_ = writer.Close()
 		return nil, fmt.Errorf("SQLite database %q: %w", path, err)
 	}
-	return &Store{
+	s := &Store{
 		path:       abs,
 		writer:     writer,
 		reader:     reader,
 		writeStmts: newStmtCache(writer),
 		readStmts:  newStmtCache(reader),
 		q:          sqlitedb.New(),
-	}, nil
+	}
+	s.checkpointer = startCheckpointer(reader, checkpointInterval)
+	return s, nil
 }
 
 // openDB opens a pool of at most conns connections and connects once, which
@@ -208,5 +216,6 @@ func (s *Store) Close() error {
 	if s.tx != nil {
 		return errors.New("sqlitestore: Close called on a transaction's Store")
 	}
+	s.checkpointer.stop()
 	return errors.Join(s.writeStmts.close(), s.readStmts.close(), s.writer.Close(), s.reader.Close())
 }
