@@ -18,6 +18,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/internal/metrics"
 	"github.com/llmproxy/llmproxy/internal/secrets"
+	"github.com/llmproxy/llmproxy/internal/upstream"
 	"github.com/llmproxy/llmproxy/service"
 )
 
@@ -46,23 +47,33 @@ type Options struct {
 	Recorder Recorder
 	Metrics  *metrics.Metrics // nil: no metrics
 	Logger   *slog.Logger     // nil: discard
-	// Transport sends requests upstream; nil means NewTransport().
+	// Transport sends requests upstream; nil means NewTransport(Upstream).
 	Transport http.RoundTripper
 	// MaxRequestBytes bounds request bodies (413 above it); 0 means DefaultMaxRequestBytes.
 	MaxRequestBytes int64
 }
 
-// NewTransport is the default upstream transport: a keep-alive pool large
-// enough for many concurrent requests to one host, bounded connection
-// set-up, and a header timeout generous enough for slow models. It leaves
-// compression to the client, so bodies pass through byte for byte.
-func NewTransport() *http.Transport {
+// NewTransport is the default transport to the upstream at base. A plain
+// http:// upstream reached without an HTTP proxy gets upstream.Transport,
+// a keep-alive pool without net/http's per-connection goroutines (the
+// cheaper leg on a loaded machine; docs/performance.md). Anything else
+// (TLS with HTTP/2, HTTP_PROXY) gets net/http's Transport. Both bound
+// connection set-up, wait up to 10 minutes for a slow model's headers,
+// and leave compression to the client, so bodies pass through byte for
+// byte.
+func NewTransport(base *url.URL) http.RoundTripper {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if proxyURL, err := http.ProxyFromEnvironment(&http.Request{URL: base}); base.Scheme == "http" && proxyURL == nil && err == nil {
+		return &upstream.Transport{
+			DialContext:           dialer.DialContext,
+			MaxIdleConns:          1024,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: 10 * time.Minute,
+		}
+	}
 	return &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   1024,
@@ -118,7 +129,7 @@ func New(opts Options) http.Handler {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	if h.transport == nil {
-		h.transport = NewTransport()
+		h.transport = NewTransport(opts.Upstream)
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxRequestBytes
