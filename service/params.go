@@ -1,6 +1,7 @@
 package service
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"time"
 )
@@ -80,9 +81,24 @@ type UsageEventCreateParams struct {
 	TotalTokens      int64
 	LatencyMS        int64
 	CreatedAt        time.Time
-	// EventID is 16 random bytes naming the event, so a batch written again
-	// (a retry after a lost reply) stores it once; nil opts out.
+	// EventID names the event (NewEventID), so a batch written again (a
+	// retry after a lost reply) stores it once; nil opts out.
 	EventID []byte
+}
+
+// NewEventID returns a UUIDv7 (RFC 9562) for an event created at t: 48 bits
+// of Unix milliseconds, then 74 random bits. Being ordered by time, new IDs
+// land at the end of the unique index on event_id, so a batch of inserts
+// touches a few index pages instead of one per row.
+func NewEventID(t time.Time) []byte {
+	id := make([]byte, 16)
+	rand.Read(id[6:]) // never fails: it crashes the program instead
+	ms := uint64(t.UnixMilli())
+	id[0], id[1], id[2] = byte(ms>>40), byte(ms>>32), byte(ms>>24)
+	id[3], id[4], id[5] = byte(ms>>16), byte(ms>>8), byte(ms)
+	id[6] = 0x70 | id[6]&0x0f // version 7
+	id[8] = 0x80 | id[8]&0x3f // RFC 9562 variant
+	return id
 }
 
 // UsageFilter selects usage events; zero values select everything.

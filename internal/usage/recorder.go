@@ -6,7 +6,6 @@ package usage
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,7 +101,7 @@ func NewRecorder(store service.Store, opts Options) *Recorder {
 // ends (returning ctx's error) rather than dropping the event. After Close
 // has begun it returns ErrClosed. A nil error means ev will be written
 // unless Close reports otherwise. Record may rewrite ev's text fields (see
-// makeStorable), and gives ev a random EventID when it has none, so a batch
+// makeStorable), and gives ev an EventID when it has none, so a batch
 // retried after its reply was lost is not stored twice.
 func (r *Recorder) Record(ctx context.Context, ev *service.UsageEventCreateParams) error {
 	r.mu.RLock()
@@ -116,8 +115,7 @@ func (r *Recorder) Record(ctx context.Context, ev *service.UsageEventCreateParam
 
 	makeStorable(ev)
 	if ev.EventID == nil {
-		ev.EventID = make([]byte, 16)
-		rand.Read(ev.EventID) // never fails: it crashes the program instead
+		ev.EventID = service.NewEventID(time.Now())
 	}
 	// Counted before the send so the writer never sees pending below zero.
 	r.pending.Add(1)

@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"fmt"
 	"testing"
@@ -179,4 +180,33 @@ func rawInsertRows(ctx context.Context, db *sql.DB, query string, args [][]any) 
 		}
 	}
 	return tx.Commit()
+}
+
+// BenchmarkUsageInsertEventIDs writes 500-event batches, like the recorder,
+// into a table that grows to 100,000 rows: with random event IDs every row
+// lands on its own page of the unique index, with time-ordered ones
+// (service.NewEventID) at its end.
+func BenchmarkUsageInsertEventIDs(b *testing.B) {
+	for _, ids := range []string{"random", "ordered"} {
+		b.Run("ids="+ids, func(b *testing.B) {
+			s, _ := benchStore(b)
+			ctx := context.Background()
+			events := usageEvents(500)
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, e := range events {
+					if ids == "random" {
+						e.EventID = make([]byte, 16)
+						rand.Read(e.EventID)
+					} else {
+						e.EventID = service.NewEventID(time.Now())
+					}
+				}
+				if _, err := s.UsageInsertBatch(ctx, events); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/row")
+		})
+	}
 }
