@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"slices"
@@ -205,5 +206,29 @@ func TestBadFlags(t *testing.T) {
 		if code := run(t.Context(), args, io.Discard, io.Discard); code != 2 {
 			t.Errorf("%q: exit code %d, want 2", args, code)
 		}
+	}
+}
+
+// A paced run starts no more requests than its schedule allows: Rate per
+// second over the run, plus one per client for the staggered starts.
+func TestPacedLoadKeepsToItsSchedule(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	spec := loadSpec{
+		Client: newLoadClient(4), URL: srv.URL, Body: "{}", WantBody: "ok",
+		Concurrency: 4, Rate: 200, Duration: 500 * time.Millisecond,
+	}
+	defer spec.Client.CloseIdleConnections()
+	res := runLoad(t.Context(), spec)
+	if res.TransportErrors > 0 || res.BadBodies > 0 {
+		t.Fatalf("errors: %d transport, %d bad bodies (%s)", res.TransportErrors, res.BadBodies, res.FirstError)
+	}
+	sent := res.OK()
+	if limit := int64(200*0.5) + 4; sent == 0 || sent > limit {
+		t.Fatalf("%d requests sent, want 1 to %d", sent, limit)
 	}
 }

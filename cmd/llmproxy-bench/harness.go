@@ -34,6 +34,7 @@ type Config struct {
 	Concurrency []int         // client goroutines, one run each
 	Duration    time.Duration // measured time of each run (and of its direct slices)
 	Warmup      time.Duration // before each run; its requests are checked but not measured
+	Rate        float64       // requests/s offered by the clients together; 0: a closed loop
 	Modes       []string      // "json", "sse"
 	Backends    []string      // "sqlite", "postgres"
 	PostgresURL string        // server on which a fresh database is created and dropped
@@ -56,6 +57,9 @@ func (c *Config) validate() error {
 	}
 	if c.Warmup < 0 {
 		errs = append(errs, errors.New("--warmup: want zero or more"))
+	}
+	if c.Rate < 0 {
+		errs = append(errs, errors.New("--rate: want zero (a closed loop) or a positive rate"))
 	}
 	if len(c.Modes) == 0 {
 		errs = append(errs, errors.New("--modes: want json, sse or both"))
@@ -85,6 +89,7 @@ type Report struct {
 	Started    string   `json:"started"`
 	Duration   string   `json:"duration"`
 	Warmup     string   `json:"warmup"`
+	Rate       float64  `json:"rate,omitempty"` // requests/s offered; absent for a closed loop
 	Rows       []*Row   `json:"rows"`
 	Skipped    []string `json:"skipped"`
 }
@@ -164,6 +169,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Started:    time.Now().UTC().Format(time.RFC3339),
 		Duration:   cfg.Duration.String(),
 		Warmup:     cfg.Warmup.String(),
+		Rate:       cfg.Rate,
 		Rows:       []*Row{},
 		Skipped:    []string{},
 	}
@@ -221,7 +227,7 @@ func (h *harness) measurePaired(ctx context.Context, mode string, concurrency in
 	body, want := modeRequest(mode)
 	directSpec := loadSpec{
 		Client: newLoadClient(concurrency), URL: h.upstream.URL + chatPath, Body: body, WantBody: want,
-		Concurrency: concurrency,
+		Concurrency: concurrency, Rate: h.cfg.Rate,
 	}
 	defer directSpec.Client.CloseIdleConnections()
 	runs := h.direct[directKey(mode, concurrency)]
@@ -378,7 +384,7 @@ func (h *harness) proxyRun(ctx context.Context, be *backendState, mode string, c
 	body, want := modeRequest(mode)
 	spec := loadSpec{
 		Client: newLoadClient(concurrency), URL: p.URL + chatPath, Body: body, Secret: token.Token, WantBody: want,
-		Concurrency: concurrency,
+		Concurrency: concurrency, Rate: h.cfg.Rate,
 	}
 	var (
 		cpu             cpuWindow
@@ -390,6 +396,7 @@ func (h *harness) proxyRun(ctx context.Context, be *backendState, mode string, c
 		// compared with direct runs; it runs until the limit is used up.
 		spec.Warmup, spec.Duration = h.cfg.Warmup, h.cfg.Duration
 		spec.UntilLimited = true
+		spec.Rate = 0 // as fast as it goes, to race for the last requests
 		spec.MaxOverrun = 2*(h.cfg.Warmup+h.cfg.Duration) + 10*time.Second
 		spec.WindowStart = func() { cpu.begin(p.PID) }
 		spec.WindowEnd = func() { cpu.end(p.PID) }

@@ -26,8 +26,14 @@ type loadSpec struct {
 	Secret      string // bearer token; "" sends no Authorization
 	WantBody    string // the exact body of every 200
 	Concurrency int
-	Warmup      time.Duration
-	Duration    time.Duration
+	// Rate, if positive, paces the clients: together they start Rate
+	// requests per second on a fixed schedule, and a latency counts from
+	// the request's scheduled start, so time spent behind schedule is
+	// counted too. 0 is a closed loop, each client sending as fast as
+	// answers come back.
+	Rate     float64
+	Warmup   time.Duration
+	Duration time.Duration
 	// UntilLimited keeps the clients going after the end until one has
 	// seen a 429, for at most MaxOverrun (bounded even if it never comes).
 	UntilLimited bool
@@ -96,19 +102,31 @@ func runLoad(ctx context.Context, spec loadSpec) *loadResult {
 	var limited atomic.Bool
 
 	workers := make([]workerStats, spec.Concurrency)
+	var interval time.Duration // between one client's scheduled requests
+	if spec.Rate > 0 {
+		interval = time.Duration(float64(spec.Concurrency) / spec.Rate * float64(time.Second))
+	}
 	var wg sync.WaitGroup
 	for i := range workers {
 		w := &workers[i]
 		w.status = map[int]int64{}
+		// Paced clients start staggered, so requests are evenly spread.
+		next := start.Add(interval * time.Duration(i) / time.Duration(spec.Concurrency))
 		wg.Go(func() {
 			var buf bytes.Buffer
 			for ctx.Err() == nil {
+				if interval > 0 && time.Now().Before(next) {
+					sleepUntil(ctx, next)
+				}
 				if now := time.Now(); !now.Before(windowEnd) {
 					if !spec.UntilLimited || limited.Load() || !now.Before(hardEnd) {
 						return
 					}
 				}
 				sent := time.Now()
+				if interval > 0 {
+					sent, next = next, next.Add(interval)
+				}
 				status, err := w.do(ctx, spec, &buf)
 				done := time.Now()
 				if err != nil {

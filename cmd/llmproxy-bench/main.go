@@ -45,6 +45,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	concurrency := fs.String("concurrency", "32,128", "comma-separated client `counts`, one run each")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured `time` of each run")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured `time` before each run's window")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "requests/s the clients offer together, on a fixed schedule (`0`: a closed loop, as fast as answers come)")
 	modes := fs.String("modes", "json", "comma-separated upstream answers: json (chat completion), sse (stream)")
 	backends := fs.String("backends", "sqlite,postgres", "comma-separated backends to run the proxy on")
 	fs.StringVar(&cfg.PostgresURL, "pg-url", defaultPostgresURL, "PostgreSQL `server` on which a fresh database is created and dropped")
@@ -122,7 +123,11 @@ func splitList(s string) []string {
 func printTable(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "machine: %s; %s, GOMAXPROCS %d\n", r.Machine, r.GoVersion, r.GOMAXPROCS)
 	fmt.Fprintf(w, "each run: %s warm-up, then %s measured, in slices alternating with direct runs (direct rps, × direct, +p50/+p99);\n", r.Warmup, r.Duration)
-	fmt.Fprintf(w, "closed loop, one kept-alive connection per client; direct rows add up all direct slices of their mode and concurrency\n\n")
+	load := "closed loop"
+	if r.Rate > 0 {
+		load = fmt.Sprintf("paced at %g requests/s offered (limit_hit runs: closed loop), latency from each request's scheduled start", r.Rate)
+	}
+	fmt.Fprintf(w, "%s, one kept-alive connection per client; direct rows add up all direct slices of their mode and concurrency\n\n", load)
 	// Right-aligned numbers; the scenarios are padded to one width so they
 	// read left-aligned, and the last column is not a cell, so it is too.
 	scenarioWidth := len("scenario")
