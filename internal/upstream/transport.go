@@ -8,7 +8,10 @@
 // cannot be reused anyway). Requests and responses are written and parsed
 // by net/http (Request.Write, ReadResponse), so the wire format is the
 // Transport's. It does not do TLS, HTTP/2, proxies or Expect: 100-continue;
-// the proxy uses net/http's Transport for those.
+// the proxy uses net/http's Transport for those. The request is written
+// whole before the answer is read, so an upstream that answers early (a
+// 413, say) and closes without reading a body larger than the socket
+// buffers makes the request fail instead of returning that answer.
 package upstream
 
 import (
