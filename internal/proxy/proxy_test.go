@@ -20,6 +20,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/internal/proxy"
 	"github.com/llmproxy/llmproxy/internal/secrets"
+	"github.com/llmproxy/llmproxy/internal/upstream"
 	"github.com/llmproxy/llmproxy/internal/upstreamtest"
 	"github.com/llmproxy/llmproxy/service"
 )
@@ -652,4 +653,19 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// A plain-http upstream gets the lean client; TLS keeps net/http's
+// Transport and its HTTP/2.
+func TestNewTransportChoosesByUpstream(t *testing.T) {
+	t.Parallel()
+	plain, _ := url.Parse("http://127.0.0.1:8000/base")
+	if _, ok := proxy.NewTransport(plain).(*upstream.Transport); !ok {
+		t.Errorf("http upstream: %T, want *upstream.Transport", proxy.NewTransport(plain))
+	}
+	tls, _ := url.Parse("https://api.openai.com")
+	tr, ok := proxy.NewTransport(tls).(*http.Transport)
+	if !ok || !tr.ForceAttemptHTTP2 || tr.Proxy == nil {
+		t.Errorf("https upstream: %T, want *http.Transport with HTTP/2 and proxies", proxy.NewTransport(tls))
+	}
 }

@@ -155,7 +155,12 @@ func (t *Transport) send(ctx context.Context, c *conn, req *http.Request) (*http
 		resp.Body.Close()
 		return fail(errors.New("upstream: unexpected 101 Switching Protocols"))
 	}
-	resp.Body = &body{rc: resp.Body, t: t, c: c, stop: stop, keepAlive: !resp.Close && !req.Close}
+	b := &body{rc: resp.Body, t: t, c: c, stop: stop, keepAlive: !resp.Close && !req.Close}
+	if resp.Body == http.NoBody { // HEAD, 204, 304: the connection is free now
+		b.finish(true)
+		return resp, nil
+	}
+	resp.Body = b
 	return resp, nil
 }
 

@@ -495,3 +495,25 @@ func TestWritesTheRequestNetHTTPWrites(t *testing.T) {
 		t.Fatalf("request on the wire:\n%q\nnet/http writes:\n%q", got, want)
 	}
 }
+
+func TestAnswerWithoutBodyFreesTheConnection(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	tr, d := newTransport(t)
+	for range 3 {
+		resp, err := post(t, tr, context.Background(), srv.URL, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		resp.Body.Close() // not read: there is nothing to read
+	}
+	if n := d.dials.Load(); n != 1 {
+		t.Fatalf("%d dials for three 204s, want 1", n)
+	}
+}
