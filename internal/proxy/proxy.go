@@ -62,24 +62,18 @@ type Options struct {
 // and leave compression to the client, so bodies pass through byte for
 // byte.
 func NewTransport(base *url.URL) http.RoundTripper {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	if proxyURL, err := http.ProxyFromEnvironment(&http.Request{URL: base}); base.Scheme == "http" && proxyURL == nil && err == nil {
-		return &upstream.Transport{
-			DialContext:           dialer.DialContext,
-			MaxIdleConns:          1024,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: 10 * time.Minute,
-		}
+		return &upstream.Transport{} // its defaults are the settings below
 	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:          upstream.DefaultMaxIdleConns,
+		MaxIdleConnsPerHost:   upstream.DefaultMaxIdleConns,
+		IdleConnTimeout:       upstream.DefaultIdleConnTimeout,
 		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 10 * time.Minute,
+		ResponseHeaderTimeout: upstream.DefaultResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}

@@ -669,3 +669,22 @@ func TestNewTransportChoosesByUpstream(t *testing.T) {
 		t.Errorf("https upstream: %T, want *http.Transport with HTTP/2 and proxies", proxy.NewTransport(tls))
 	}
 }
+
+// An upstream that closes its idle keep-alive connections (a restart, an
+// idle timeout) costs the next request nothing: the proxy notices before
+// writing to a dead connection, where a POST could not be sent again.
+func TestUpstreamDroppingIdleConnections(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOptions{})
+		_, secret, _ := e.newToken(t)
+		for i := range 5 {
+			if resp, body := e.chat(t, secret); resp.StatusCode != http.StatusOK {
+				t.Fatalf("request %d after the upstream dropped its connections: status %d, body %s", i, resp.StatusCode, body)
+			}
+			e.upstream.DropConnections()
+		}
+		if n := e.upstream.Count(); n != 5 {
+			t.Fatalf("upstream saw %d requests, want 5", n)
+		}
+	})
+}

@@ -104,6 +104,10 @@ func New(t testing.TB, opts Options) *Server {
 	return s
 }
 
+// DropConnections closes every connection to the server, as an upstream
+// does when it restarts or times out idle keep-alive connections.
+func (s *Server) DropConnections() { s.srv.CloseClientConnections() }
+
 // Count is how many requests have arrived.
 func (s *Server) Count() int64 { return s.count.Load() }
 
