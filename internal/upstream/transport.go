@@ -3,15 +3,14 @@
 // request and reads the answer itself. net/http's Transport hands every
 // request to a writer and a reader goroutine per connection; on a loaded
 // two-core machine those hand-offs cost more than the proxy's own work.
+// Only a body over 64 KiB gets a writer goroutine, so that an answer the
+// upstream sends before reading all of it still arrives.
 //
 // Cancellation closes the connection (a cancelled request's connection
 // cannot be reused anyway). Requests and responses are written and parsed
 // by net/http (Request.Write, ReadResponse), so the wire format is the
 // Transport's. It does not do TLS, HTTP/2, proxies or Expect: 100-continue;
-// the proxy uses net/http's Transport for those. The request is written
-// whole before the answer is read, so an upstream that answers early (a
-// 413, say) and closes without reading a body larger than the socket
-// buffers makes the request fail instead of returning that answer.
+// the proxy uses net/http's Transport for those.
 package upstream
 
 import (
@@ -115,6 +114,12 @@ type writeError struct{ err error }
 func (e *writeError) Error() string { return "upstream: writing request: " + e.err.Error() }
 func (e *writeError) Unwrap() error { return e.err }
 
+// largeBody is the request size above which the request is written by a
+// second goroutine while the answer is awaited, as net/http does for every
+// request: an upstream may answer (a 413, say) and close before reading a
+// large body, and that answer must reach the client.
+const largeBody = 64 << 10
+
 func (t *Transport) send(ctx context.Context, c *conn, req *http.Request) (*http.Response, error) {
 	// Cancelling closes the connection, which ends any read or write on it.
 	stop := context.AfterFunc(ctx, func() { c.nc.Close() })
@@ -123,14 +128,25 @@ func (t *Transport) send(ctx context.Context, c *conn, req *http.Request) (*http
 		c.nc.Close()
 		return nil, err
 	}
-	if err := req.Write(c.bw); err != nil {
-		return fail(&writeError{err})
-	}
-	if err := c.bw.Flush(); err != nil {
-		return fail(&writeError{err})
+	headerTimeout := orDefault(t.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	var written chan error // nil: the request is written already
+	var late *lateWriter   // with written: keeps the writer from arming the timeout after the headers
+	if req.ContentLength >= 0 && req.ContentLength <= largeBody {
+		if err := c.write(req); err != nil {
+			return fail(&writeError{err})
+		}
+		c.nc.SetReadDeadline(time.Now().Add(headerTimeout))
+	} else {
+		written, late = make(chan error, 1), &lateWriter{}
+		go func() {
+			err := c.write(req)
+			if err == nil {
+				late.armTimeout(c.nc, headerTimeout)
+			}
+			written <- err
+		}()
 	}
 
-	c.nc.SetReadDeadline(time.Now().Add(orDefault(t.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)))
 	c.r.remaining = orDefault(t.MaxResponseHeaderBytes, DefaultMaxResponseHeaderSize)
 	var resp *http.Response
 	for {
@@ -139,6 +155,13 @@ func (t *Transport) send(ctx context.Context, c *conn, req *http.Request) (*http
 		if err != nil {
 			if c.r.remaining == 0 {
 				err = ErrResponseHeaderTooLarge
+			}
+			if written != nil {
+				c.nc.Close() // stops the writer
+				if werr := <-written; werr != nil {
+					// Not written whole, so the upstream cannot have taken it.
+					return fail(&writeError{werr})
+				}
 			}
 			return fail(fmt.Errorf("upstream: reading response: %w", err))
 		}
@@ -150,18 +173,53 @@ func (t *Transport) send(ctx context.Context, c *conn, req *http.Request) (*http
 		resp.Body.Close()
 	}
 	c.r.remaining = -1
-	c.nc.SetReadDeadline(time.Time{})
+	if late != nil {
+		late.headersRead(c.nc)
+	} else {
+		c.nc.SetReadDeadline(time.Time{})
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body.Close()
 		return fail(errors.New("upstream: unexpected 101 Switching Protocols"))
 	}
-	b := &body{rc: resp.Body, t: t, c: c, stop: stop, keepAlive: !resp.Close && !req.Close}
+	b := &body{rc: resp.Body, t: t, c: c, stop: stop, written: written, keepAlive: !resp.Close && !req.Close}
 	if resp.Body == http.NoBody { // HEAD, 204, 304: the connection is free now
 		b.finish(true)
 		return resp, nil
 	}
 	resp.Body = b
 	return resp, nil
+}
+
+// lateWriter orders a writer that runs beside the reader with it: the wait
+// for the headers starts once the request is written, unless they came
+// first.
+type lateWriter struct {
+	mu   sync.Mutex
+	read bool
+}
+
+func (l *lateWriter) armTimeout(nc net.Conn, timeout time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.read {
+		nc.SetReadDeadline(time.Now().Add(timeout))
+	}
+}
+
+func (l *lateWriter) headersRead(nc net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.read = true
+	nc.SetReadDeadline(time.Time{})
+}
+
+// write sends the whole request.
+func (c *conn) write(req *http.Request) error {
+	if err := req.Write(c.bw); err != nil {
+		return err
+	}
+	return c.bw.Flush()
 }
 
 // body hands the connection back to the pool once the answer is read to
@@ -171,6 +229,7 @@ type body struct {
 	t         *Transport
 	c         *conn
 	stop      func() bool
+	written   chan error // the writer's outcome, when it runs beside the reader
 	keepAlive bool
 	done      bool
 }
@@ -195,8 +254,20 @@ func (b *body) Close() error {
 
 func (b *body) finish(complete bool) {
 	b.done = true
+	reusable := complete && b.keepAlive && b.c.br.Buffered() == 0
+	if b.written != nil {
+		// A writer that has sent everything reports at once; one still
+		// blocked (the upstream answered without reading all) is stopped.
+		if reusable {
+			b.c.nc.SetWriteDeadline(time.Now())
+		} else {
+			b.c.nc.Close()
+		}
+		reusable = <-b.written == nil && reusable
+		b.c.nc.SetWriteDeadline(time.Time{})
+	}
 	// stop fails once cancellation has closed, or is closing, the connection.
-	if b.stop() && complete && b.keepAlive && b.c.br.Buffered() == 0 {
+	if b.stop() && reusable {
 		b.t.putIdle(b.c)
 		return
 	}

@@ -517,3 +517,71 @@ func TestAnswerWithoutBodyFreesTheConnection(t *testing.T) {
 		t.Fatalf("%d dials for three 204s, want 1", n)
 	}
 }
+
+func TestLargeBodiesAreWrittenWholeOnAReusedConnection(t *testing.T) {
+	t.Parallel()
+	srv := echoServer(t)
+	tr, d := newTransport(t)
+	body := strings.Repeat("b", 1<<20) // written beside the reader
+	for i := range 5 {
+		resp, err := post(t, tr, context.Background(), srv.URL, body)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if got := readAll(t, resp); got != "POST "+body {
+			t.Fatalf("request %d: upstream echoed %d bytes, want %d", i, len(got), len("POST "+body))
+		}
+	}
+	if n := d.dials.Load(); n != 1 {
+		t.Fatalf("%d dials for five large requests, want 1", n)
+	}
+}
+
+// earlyAnswer is an upstream that refuses a request on its headers alone,
+// without reading the body, then closes the connection or keeps it open.
+func earlyAnswer(t *testing.T, closeAfter bool) string {
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	return rawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil { // headers only
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 7\r\n\r\ntoo big")
+			if closeAfter {
+				return
+			}
+			<-done // neither reads on nor closes
+		}
+	})
+}
+
+func TestAnswerBeforeTheBodyIsReadReachesTheCaller(t *testing.T) {
+	t.Parallel()
+	for _, closeAfter := range []bool{true, false} {
+		t.Run(fmt.Sprintf("close=%v", closeAfter), func(t *testing.T) {
+			t.Parallel()
+			url := earlyAnswer(t, closeAfter)
+			tr, d := newTransport(t)
+			// Larger than any socket buffers, so the upstream must read it
+			// for the write to finish; it never does.
+			resp, err := post(t, tr, context.Background(), url, strings.Repeat("b", 32<<20))
+			if err != nil {
+				t.Fatalf("the upstream's early answer was lost: %v", err)
+			}
+			if got := readAll(t, resp); resp.StatusCode != http.StatusRequestEntityTooLarge || got != "too big" {
+				t.Fatalf("got %d %q, want 413 \"too big\"", resp.StatusCode, got)
+			}
+			// The half-written connection is not reused.
+			resp, err = post(t, tr, context.Background(), url, "small")
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if n := d.dials.Load(); n != 2 {
+				t.Fatalf("%d dials, want 2", n)
+			}
+		})
+	}
+}
