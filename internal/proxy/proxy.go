@@ -67,7 +67,7 @@ func NewTransport(base *url.URL) http.RoundTripper {
 	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: upstream.DefaultDialTimeout, KeepAlive: upstream.DefaultTCPKeepAlive}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          upstream.DefaultMaxIdleConns,
 		MaxIdleConnsPerHost:   upstream.DefaultMaxIdleConns,

@@ -32,6 +32,8 @@ const (
 	DefaultIdleConnTimeout       = 90 * time.Second
 	DefaultResponseHeaderTimeout = 10 * time.Minute
 	DefaultMaxResponseHeaderSize = 1 << 20
+	DefaultDialTimeout           = 10 * time.Second
+	DefaultTCPKeepAlive          = 30 * time.Second
 )
 
 // ErrResponseHeaderTooLarge is returned for an answer whose status line and
@@ -41,8 +43,8 @@ var ErrResponseHeaderTooLarge = errors.New("upstream: response headers too large
 // Transport is an http.RoundTripper for http:// URLs. Its zero value is
 // ready to use; it must not be copied after first use.
 type Transport struct {
-	// DialContext opens connections; nil means a net.Dialer with a 10 s
-	// timeout and 30 s TCP keep-alives.
+	// DialContext opens connections; nil means a net.Dialer with
+	// DefaultDialTimeout and DefaultTCPKeepAlive.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// MaxIdleConns bounds the connections kept for reuse, over all hosts.
 	MaxIdleConns int
@@ -59,7 +61,7 @@ type Transport struct {
 	idleCount int
 }
 
-var defaultDialer = &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+var defaultDialer = &net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: DefaultTCPKeepAlive}
 
 // conn is one keep-alive connection. Only the goroutine whose request it
 // carries touches it, until the request's body is done.
