@@ -45,6 +45,12 @@ type ProjectUpdateParams struct {
 	IsActive         *bool
 }
 
+// RestrictsAdmission reports whether the change may refuse requests a
+// proxy admits on an admission lease: deactivation, or another upstream key.
+func (p *ProjectUpdateParams) RestrictsAdmission() bool {
+	return p.IsActive != nil && !*p.IsActive || p.APIKeyCiphertext != nil
+}
+
 type TokenCreateParams struct {
 	ProjectID   int64
 	SecretHash  []byte
@@ -67,6 +73,12 @@ type TokenUpdateParams struct {
 	// SetMaxRequests says MaxRequests is to be written; MaxRequests nil then means unlimited.
 	SetMaxRequests bool
 	MaxRequests    *int64
+}
+
+// RestrictsAdmission reports whether the change may refuse requests a
+// proxy admits on an admission lease: deactivation, or a limit.
+func (p *TokenUpdateParams) RestrictsAdmission() bool {
+	return p.IsActive != nil && !*p.IsActive || p.SetMaxRequests && p.MaxRequests != nil
 }
 
 type UsageEventCreateParams struct {

@@ -1,6 +1,9 @@
 package service
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Store is the storage contract. Every backend (service/sqlitestore,
 // service/pgstore) implements it with the same behaviour, checked by the
@@ -59,5 +62,30 @@ type TokenAdmitter interface {
 	// as the admission saw it. It returns ErrNotFound for an unknown hash and
 	// TokenAdmit's errors otherwise; when the limit leaves fewer than n but at
 	// least one request, the error is a *RequestsLeftError.
-	TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64) (*Token, *Project, error)
+	//
+	// A token without a limit (MaxRequests nil in the returned token) also
+	// counts reserve ≥ 0 more requests, which the caller may admit without
+	// asking again for at most AdmissionLease from before the call, and must
+	// give back with TokenReleaseReserved when it does not. A token with a
+	// limit counts n only.
+	TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*Token, *Project, error)
+	// TokenReleaseReserved takes n reserved and unused requests off the
+	// token's request_count. It returns ErrNotFound for an unknown token and
+	// ErrInvalid when n < 1 or the count is below n.
+	TokenReleaseReserved(ctx context.Context, tokenID, n int64) error
 }
+
+// AdmissionLease is how long a proxy may go on admitting the requests of a
+// token without a limit on the strength of one TokenAdmitByHash, counted
+// from before that call. Changes that would refuse such requests (a token
+// deactivated or given a limit, a project deactivated or given another key,
+// a project's tokens revoked) therefore return only AdmissionLease after
+// their commit (AwaitAdmissionLeases): every instance has stopped using
+// what it was told before the change by the time the change is reported
+// done. A statement that starts after the commit sees the change.
+const AdmissionLease = 100 * time.Millisecond
+
+// AwaitAdmissionLeases waits until every lease granted before it was called
+// has ended. Stores call it after committing a change that restricts
+// admission.
+func AwaitAdmissionLeases() { time.Sleep(AdmissionLease) }

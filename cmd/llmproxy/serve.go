@@ -102,13 +102,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		m.DatabasePool(pool.PoolStats)
 	}
 	manager := manage.New(store, cfg.Keys, log)
+	proxyHandler := proxy.New(proxy.Options{
+		Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
+	})
 	handler := server.New(server.Options{
 		Store:   store,
 		Manager: manager,
 		Metrics: m,
-		Proxy: proxy.New(proxy.Options{
-			Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
-		}),
+		Proxy:   proxyHandler,
 		Admin:           dashboard.New(dashboard.Options{Manager: manager, Store: store, ManagementToken: cfg.ManagementToken, Logger: log}),
 		ManagementToken: cfg.ManagementToken,
 		Logger:          log,
@@ -141,12 +142,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	case <-ctx.Done():
 		log.Info("shutting down: draining in-flight requests", "timeout", drainTimeout.String())
 	}
-	return errors.Join(serveErr, shutdown(context.WithoutCancel(ctx), log, srv, &inflight, recorder))
+	return errors.Join(serveErr, shutdown(context.WithoutCancel(ctx), log, srv, &inflight, proxyHandler, recorder))
 }
 
 // shutdown stops accepting, lets in-flight requests finish (cutting off
-// those still running after drainTimeout) and flushes the usage queue.
-func shutdown(ctx context.Context, log *slog.Logger, srv *http.Server, inflight *sync.WaitGroup, recorder *usage.Recorder) error {
+// those still running after drainTimeout), gives back the requests the
+// proxy reserved and did not use, and flushes the usage queue.
+func shutdown(ctx context.Context, log *slog.Logger, srv *http.Server, inflight *sync.WaitGroup, proxyHandler *proxy.Handler, recorder *usage.Recorder) error {
 	drainCtx, cancel := context.WithTimeout(ctx, drainTimeout)
 	err := srv.Shutdown(drainCtx)
 	cancel()
@@ -164,6 +166,10 @@ func shutdown(ctx context.Context, log *slog.Logger, srv *http.Server, inflight 
 
 	flushCtx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
+	// Not fatal: what is not given back stays counted, never lost.
+	if err := proxyHandler.Close(flushCtx); err != nil {
+		log.Error("reserved requests not given back; request_count counts them as used", "err", err)
+	}
 	if err := recorder.Close(flushCtx); err != nil {
 		return fmt.Errorf("flush usage: %w", err)
 	}

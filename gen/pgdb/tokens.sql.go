@@ -43,22 +43,24 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 }
 
 const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
+WITH arg AS (SELECT $2::bigint AS n, $3::bigint AS reserve)
 UPDATE tokens SET
-  request_count = tokens.request_count + $1::bigint,
+  request_count = tokens.request_count + arg.n + CASE WHEN tokens.max_requests IS NULL THEN arg.reserve ELSE 0 END,
   last_used_at  = now()
-FROM projects p
-WHERE tokens.secret_hash = $2
+FROM projects p, arg
+WHERE tokens.secret_hash = $1
   AND p.id = tokens.project_id
   AND p.is_active
   AND tokens.is_active
   AND tokens.expires_at > now()
-  AND (tokens.max_requests IS NULL OR tokens.request_count + $1::bigint <= tokens.max_requests)
+  AND (tokens.max_requests IS NULL OR tokens.request_count + arg.n <= tokens.max_requests)
 RETURNING tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at
 `
 
 type TokenAdmitByHashParams struct {
-	N          int64
 	SecretHash []byte
+	N          int64
+	Reserve    int64
 }
 
 type TokenAdmitByHashRow struct {
@@ -68,9 +70,10 @@ type TokenAdmitByHashRow struct {
 
 // TokenAdmit of n requests at once (all or none) by the secret's hash, also
 // returning the token's project, so the proxy authenticates and admits in one
-// round trip.
+// round trip. A token without a limit also counts reserve requests the proxy
+// may admit later.
 func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmitByHashParams) (*TokenAdmitByHashRow, error) {
-	row := db.QueryRow(ctx, tokenAdmitByHash, arg.N, arg.SecretHash)
+	row := db.QueryRow(ctx, tokenAdmitByHash, arg.SecretHash, arg.N, arg.Reserve)
 	var i TokenAdmitByHashRow
 	err := row.Scan(
 		&i.Token.ID,
@@ -237,6 +240,25 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 		return nil, err
 	}
 	return items, nil
+}
+
+const tokenReleaseReserved = `-- name: TokenReleaseReserved :execrows
+UPDATE tokens SET request_count = request_count - $1::bigint
+WHERE id = $2 AND request_count >= $1::bigint
+`
+
+type TokenReleaseReservedParams struct {
+	N  int64
+	ID int64
+}
+
+// Gives back requests TokenAdmitByHash reserved and the proxy did not use.
+func (q *Queries) TokenReleaseReserved(ctx context.Context, db DBTX, arg *TokenReleaseReservedParams) (int64, error) {
+	result, err := db.Exec(ctx, tokenReleaseReserved, arg.N, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const tokenRevokeAllForProject = `-- name: TokenRevokeAllForProject :execrows

@@ -43,9 +43,9 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 
 const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
 UPDATE tokens SET
-  request_count = request_count + ?1,
+  request_count = request_count + ?1 + CASE WHEN max_requests IS NULL THEN ?2 ELSE 0 END,
   last_used_at  = CAST(unixepoch('subsec') * 1000 AS INTEGER)
-WHERE tokens.secret_hash = ?2
+WHERE tokens.secret_hash = ?3
   AND is_active = 1
   AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
   AND (max_requests IS NULL OR request_count + ?1 <= max_requests)
@@ -60,6 +60,7 @@ RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, r
 
 type TokenAdmitByHashParams struct {
 	N          int64
+	Reserve    int64
 	SecretHash []byte
 }
 
@@ -84,10 +85,11 @@ type TokenAdmitByHashRow struct {
 
 // TokenAdmit of n requests at once (all or none) by the secret's hash, also
 // returning the token's project, so the proxy authenticates and admits with
-// one statement. SQLite's RETURNING cannot read an UPDATE ... FROM table,
-// hence a subquery per project column.
+// one statement. A token without a limit also counts reserve requests the
+// proxy may admit later. SQLite's RETURNING cannot read an UPDATE ... FROM
+// table, hence a subquery per project column.
 func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmitByHashParams) (*TokenAdmitByHashRow, error) {
-	row := db.QueryRowContext(ctx, tokenAdmitByHash, arg.N, arg.SecretHash)
+	row := db.QueryRowContext(ctx, tokenAdmitByHash, arg.N, arg.Reserve, arg.SecretHash)
 	var i TokenAdmitByHashRow
 	err := row.Scan(
 		&i.ID,
@@ -255,6 +257,25 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 		return nil, err
 	}
 	return items, nil
+}
+
+const tokenReleaseReserved = `-- name: TokenReleaseReserved :execrows
+UPDATE tokens SET request_count = request_count - ?1
+WHERE id = ?2 AND request_count >= ?1
+`
+
+type TokenReleaseReservedParams struct {
+	N  int64
+	ID int64
+}
+
+// Gives back requests TokenAdmitByHash reserved and the proxy did not use.
+func (q *Queries) TokenReleaseReserved(ctx context.Context, db DBTX, arg *TokenReleaseReservedParams) (int64, error) {
+	result, err := db.ExecContext(ctx, tokenReleaseReserved, arg.N, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
 }
 
 const tokenRevokeAllForProject = `-- name: TokenRevokeAllForProject :execrows

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -17,22 +18,26 @@ type gatedAdmitter struct {
 	gate    chan struct{} // each statement takes one value before it runs
 	started chan int64    // each statement's n, sent as it starts
 
-	mu      sync.Mutex
-	count   int64
-	max     int64 // 0: unlimited
-	refusal error // refuses every statement when set
-	ctxErrs int   // statements that ran with a cancelled context
+	mu       sync.Mutex
+	count    int64 // requests admitted by statements
+	reserved int64 // requests reserved by statements
+	released int64 // reserved requests given back
+	reserves []int64
+	max      int64 // 0: unlimited
+	refusal  error // refuses every statement when set
+	ctxErrs  int   // statements that ran with a cancelled context
 }
 
 func newGatedAdmitter(max int64) *gatedAdmitter {
 	return &gatedAdmitter{gate: make(chan struct{}), started: make(chan int64, 100), max: max}
 }
 
-func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64) (*service.Token, *service.Project, error) {
+func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
 	a.started <- n
 	<-a.gate
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.reserves = append(a.reserves, reserve)
 	if ctx.Err() != nil {
 		a.ctxErrs++
 		return nil, nil, ctx.Err()
@@ -46,7 +51,30 @@ func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, secretHash []byte,
 		return nil, nil, &service.RequestsLeftError{Left: a.max - a.count}
 	}
 	a.count += n
-	return &service.Token{ID: 1, RequestCount: a.count}, &service.Project{ID: 1}, nil
+	token := &service.Token{ID: 1, RequestCount: a.count, ExpiresAt: time.Now().Add(time.Hour)}
+	if a.max > 0 {
+		token.MaxRequests = &a.max
+	} else {
+		a.reserved += reserve
+	}
+	return token, &service.Project{ID: 1}, nil
+}
+
+func (a *gatedAdmitter) TokenReleaseReserved(ctx context.Context, tokenID, n int64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.released+n > a.reserved {
+		return service.ErrInvalid
+	}
+	a.released += n
+	return nil
+}
+
+// newTestQueue is a queue on a, closed when the test ends.
+func newTestQueue(t *testing.T, a *gatedAdmitter) *admissionQueue {
+	q := newAdmissionQueue(a, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { q.Close(context.Background()) })
+	return q
 }
 
 type admitResult struct {
@@ -101,7 +129,7 @@ func runFirstStatement(t *testing.T, q *admissionQueue, a *gatedAdmitter) chan a
 
 func TestAdmissionQueueCoalescesWaitingRequests(t *testing.T) {
 	a := newGatedAdmitter(0)
-	q := newAdmissionQueue(a)
+	q := newTestQueue(t, a)
 	first := runFirstStatement(t, q, a)
 	waiting := startAdmissions(t, q, t.Context(), 10)
 
@@ -125,7 +153,7 @@ func TestAdmissionQueueCoalescesWaitingRequests(t *testing.T) {
 
 func TestAdmissionQueueAdmitsWhatTheLimitLeavesInArrivalOrder(t *testing.T) {
 	a := newGatedAdmitter(5)
-	q := newAdmissionQueue(a)
+	q := newTestQueue(t, a)
 	first := runFirstStatement(t, q, a)
 	waiting := startAdmissions(t, q, t.Context(), 10)
 
@@ -159,7 +187,7 @@ func TestAdmissionQueueAdmitsWhatTheLimitLeavesInArrivalOrder(t *testing.T) {
 
 func TestAdmissionQueueGivesEveryWaiterTheRefusal(t *testing.T) {
 	a := newGatedAdmitter(0)
-	q := newAdmissionQueue(a)
+	q := newTestQueue(t, a)
 	first := runFirstStatement(t, q, a)
 	waiting := startAdmissions(t, q, t.Context(), 3)
 	a.mu.Lock()
@@ -177,7 +205,7 @@ func TestAdmissionQueueGivesEveryWaiterTheRefusal(t *testing.T) {
 
 func TestAdmissionQueueBatchOutlivesItsLeadersClient(t *testing.T) {
 	a := newGatedAdmitter(0)
-	q := newAdmissionQueue(a)
+	q := newTestQueue(t, a)
 	first := runFirstStatement(t, q, a)
 	leaderCtx, leaves := context.WithCancel(t.Context())
 	leader := startAdmissions(t, q, leaderCtx, 1)
@@ -204,7 +232,7 @@ func TestAdmissionQueueBatchOutlivesItsLeadersClient(t *testing.T) {
 
 func TestAdmissionQueueAloneRequestUsesItsContext(t *testing.T) {
 	a := newGatedAdmitter(0)
-	q := newAdmissionQueue(a)
+	q := newTestQueue(t, a)
 	ctx, cancel := context.WithCancel(t.Context())
 	result := admitInBackground(q, ctx)
 	<-a.started
@@ -222,4 +250,125 @@ func admitInBackground(q *admissionQueue, ctx context.Context) chan admitResult 
 		result <- admitResult{token, err}
 	}()
 	return result
+}
+
+// admitNow admits through q, opening the gate for a statement if one starts,
+// and reports whether one did.
+func admitNow(t *testing.T, q *admissionQueue, a *gatedAdmitter) (statement bool) {
+	t.Helper()
+	result := admitInBackground(q, t.Context())
+	select {
+	case got := <-result:
+		if got.err != nil {
+			t.Fatalf("admission on a lease: %v", got.err)
+		}
+		return false
+	case <-a.started:
+		a.gate <- struct{}{}
+	}
+	if got := <-result; got.err != nil {
+		t.Fatalf("admission: %v", got.err)
+	}
+	return true
+}
+
+func TestAdmissionQueueLeaseAdmitsReservedRequestsWithoutStatements(t *testing.T) {
+	a := newGatedAdmitter(0)
+	q := newTestQueue(t, a)
+	if !admitNow(t, q, a) || !admitNow(t, q, a) {
+		t.Fatal("the first two requests did not each run a statement")
+	}
+	if !slices.Equal(a.reserves, []int64{0, 4}) {
+		t.Fatalf("statements reserved %v, want [0 4]: none for a token's first use, then twice the use", a.reserves)
+	}
+	for i := range 4 {
+		if admitNow(t, q, a) {
+			t.Fatalf("reserved request %d ran a statement", i)
+		}
+	}
+	if !admitNow(t, q, a) {
+		t.Fatal("a request beyond the reservation ran no statement")
+	}
+	admitted := int64(7)
+	if err := q.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.count + a.reserved - a.released; got != admitted {
+		t.Errorf("after Close the token counts %d (count %d + reserved %d - released %d), want the %d admitted",
+			got, a.count, a.reserved, a.released, admitted)
+	}
+}
+
+func TestAdmissionQueueLeaseEndsAfterAdmissionLease(t *testing.T) {
+	a := newGatedAdmitter(0)
+	q := newTestQueue(t, a)
+	admitNow(t, q, a)
+	admitNow(t, q, a) // reserves 4
+	time.Sleep(service.AdmissionLease)
+	if !admitNow(t, q, a) {
+		t.Fatal("a request after the lease ended was admitted without a statement")
+	}
+	// The sweeper gives back what the ended lease reserved, or the statement
+	// renewed it; either way nothing reserved is lost or double counted.
+	if err := q.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.count + a.reserved - a.released; got != 3 {
+		t.Errorf("token counts %d after Close, want the 3 admitted", got)
+	}
+}
+
+func TestAdmissionQueueSweeperGivesBackAnEndedLeasesReservation(t *testing.T) {
+	a := newGatedAdmitter(0)
+	q := newTestQueue(t, a)
+	admitNow(t, q, a)
+	admitNow(t, q, a) // reserves 4
+	admitNow(t, q, a) // uses one of them
+	waitFor(t, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.released == 3
+	})
+}
+
+func TestAdmissionQueueRefusalEndsLease(t *testing.T) {
+	a := newGatedAdmitter(0)
+	q := newTestQueue(t, a)
+	admitNow(t, q, a)
+	admitNow(t, q, a) // reserves 4
+	time.Sleep(service.AdmissionLease)
+	a.mu.Lock()
+	a.refusal = service.ErrTokenRevoked
+	a.mu.Unlock()
+	result := admitInBackground(q, t.Context())
+	<-a.started
+	a.gate <- struct{}{}
+	if got := <-result; !errors.Is(got.err, service.ErrTokenRevoked) {
+		t.Fatalf("admission after revocation: %v, want ErrTokenRevoked", got.err)
+	}
+	q.mu.Lock()
+	leases := len(q.leases)
+	q.mu.Unlock()
+	if leases != 0 {
+		t.Errorf("%d leases after a refusal, want none", leases)
+	}
+	if err := q.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if a.released != 4 {
+		t.Errorf("released %d of the 4 reserved and unused", a.released)
+	}
+}
+
+func TestAdmissionQueueReservesNothingForTokenWithLimit(t *testing.T) {
+	a := newGatedAdmitter(100)
+	q := newTestQueue(t, a)
+	for range 3 {
+		if !admitNow(t, q, a) {
+			t.Fatal("a request of a token with a limit was admitted without a statement")
+		}
+	}
+	if len(q.leases) != 0 {
+		t.Errorf("%d leases for a token with a limit", len(q.leases))
+	}
 }

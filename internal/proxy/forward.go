@@ -50,7 +50,7 @@ var captureBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // mid-body while the client was still there: the caller must then abort
 // the client's connection (panic(http.ErrAbortHandler)), so the client sees
 // an incomplete response instead of a short one that looks whole.
-func (h *handler) forward(w http.ResponseWriter, r *http.Request, ev *service.UsageEventCreateParams, body []byte, stream bool, apiKey string) (aborted bool) {
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.UsageEventCreateParams, body []byte, stream bool, apiKey string) (aborted bool) {
 	ctx := r.Context()
 	out := r.Clone(ctx)
 	out.RequestURI, out.Host, out.Close = "", "", false
@@ -111,7 +111,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, ev *service.Us
 // setTarget points u (a copy of the client's URL) at the upstream: its
 // scheme and host, its base path followed by the request path unchanged,
 // and the request's query. Credentials go in Authorization, never the URL.
-func (h *handler) setTarget(u, in *url.URL) {
+func (h *Handler) setTarget(u, in *url.URL) {
 	u.Scheme, u.Host, u.User, u.Opaque, u.Fragment, u.RawFragment = h.scheme, h.host, nil, "", "", ""
 	u.Path = h.basePath + in.Path
 	u.RawPath = ""
@@ -124,7 +124,7 @@ func (h *handler) setTarget(u, in *url.URL) {
 // passes. An event stream, or a body of unknown length, is flushed piece by
 // piece so the client sees each as soon as the upstream sends it. broken
 // reports that reading from the upstream failed before the end.
-func (h *handler) copyResponse(w http.ResponseWriter, resp *http.Response, result usageResult) (_ usageResult, broken bool) {
+func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, result usageResult) (_ usageResult, broken bool) {
 	media := mediaType(resp.Header.Get("Content-Type"))
 	encoding := resp.Header.Get("Content-Encoding")
 	isStream := media == "text/event-stream"

@@ -76,6 +76,7 @@ type env struct {
 	keys     *secrets.Keys
 	upstream *upstreamtest.Server
 	recorder *usage.Recorder
+	proxy    *proxy.Handler
 	server   *httptest.Server // the proxy's
 	url      string
 	client   *http.Client
@@ -110,14 +111,16 @@ func newEnv(t testing.TB, b backend, o envOptions) *env {
 	}
 	m := metrics.New()
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", proxy.New(proxy.Options{
+	handler := proxy.New(proxy.Options{
 		Store:           proxyStore,
 		Keys:            keys,
 		Upstream:        target,
 		Recorder:        rec,
 		Metrics:         m,
 		MaxRequestBytes: o.maxRequestBytes,
-	}))
+	})
+	t.Cleanup(func() { handler.Close(context.Background()) })
+	mux.Handle("/v1/", handler)
 	srv := httptest.NewServer(m.Middleware(mux))
 	t.Cleanup(srv.Close)
 
@@ -125,7 +128,7 @@ func newEnv(t testing.TB, b backend, o envOptions) *env {
 	transport := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
 	t.Cleanup(transport.CloseIdleConnections)
 	return &env{
-		store: store, keys: keys, upstream: up, recorder: rec, server: srv, url: srv.URL,
+		store: store, keys: keys, upstream: up, recorder: rec, proxy: handler, server: srv, url: srv.URL,
 		client: &http.Client{Transport: transport},
 	}
 }

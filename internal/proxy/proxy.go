@@ -79,7 +79,8 @@ func NewTransport(base *url.URL) http.RoundTripper {
 	}
 }
 
-type handler struct {
+// Handler serves /v1/*. Close it after the last request has finished.
+type Handler struct {
 	store      service.Store
 	admissions *admissionQueue // when the store can admit in one statement
 	keys       *secrets.Keys
@@ -98,11 +99,11 @@ type handler struct {
 
 // New returns the /v1/* handler. It panics if a required option is missing,
 // which is a programming error, not a configuration one.
-func New(opts Options) http.Handler {
+func New(opts Options) *Handler {
 	if opts.Store == nil || opts.Keys == nil || opts.Upstream == nil || opts.Recorder == nil {
 		panic("proxy.New: Store, Keys, Upstream and Recorder are required")
 	}
-	h := &handler{
+	h := &Handler{
 		store:          opts.Store,
 		keys:           opts.Keys,
 		recorder:       opts.Recorder,
@@ -116,11 +117,11 @@ func New(opts Options) http.Handler {
 		baseRawPath:    strings.TrimSuffix(opts.Upstream.EscapedPath(), "/"),
 		baseHasRawPath: opts.Upstream.RawPath != "",
 	}
-	if admitter, ok := opts.Store.(service.TokenAdmitter); ok {
-		h.admissions = newAdmissionQueue(admitter)
-	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	if admitter, ok := opts.Store.(service.TokenAdmitter); ok {
+		h.admissions = newAdmissionQueue(admitter, h.log)
 	}
 	if h.transport == nil {
 		h.transport = NewTransport(opts.Upstream)
@@ -131,7 +132,7 @@ func New(opts Options) http.Handler {
 	return h
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx := r.Context()
 
@@ -191,12 +192,22 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Close ends the admission leases and gives back the requests they
+// reserved and did not use, so that request_count equals the requests
+// admitted. Requests served after Close are admitted one statement at a time.
+func (h *Handler) Close(ctx context.Context) error {
+	if h.admissions == nil {
+		return nil
+	}
+	return h.admissions.Close(ctx)
+}
+
 // admit authenticates the request by its secret's hash and makes the one
 // atomic decision (revocation, expiry, project state and the request limit
 // as the database sees them now), returning the token and its project. A
 // store that implements service.TokenAdmitter does it all in one statement,
 // shared by the token's requests that arrive together.
-func (h *handler) admit(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
+func (h *Handler) admit(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
 	if h.admissions != nil {
 		return h.admissions.admit(ctx, secretHash)
 	}
@@ -216,7 +227,7 @@ func (h *handler) admit(ctx context.Context, secretHash []byte) (*service.Token,
 
 // refuse answers a request that will not be forwarded. cause, when not
 // nil, is the store or decryption error behind it, logged when it is ours.
-func (h *handler) refuse(w http.ResponseWriter, r *http.Request, e *apiError, cause error) {
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, e *apiError, cause error) {
 	if r.Context().Err() != nil {
 		// The client left; whatever failed failed because of that.
 		w.WriteHeader(statusClientClosed)
@@ -252,7 +263,7 @@ func storeError(err error) *apiError {
 }
 
 // readBody reads the whole request body, up to maxBody.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	if r.ContentLength > h.maxBody {
 		return nil, errBodyTooLarge
 	}
@@ -276,13 +287,13 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api
 	return body, nil
 }
 
-func (h *handler) observeAdmission(result string) {
+func (h *Handler) observeAdmission(result string) {
 	if h.metrics != nil {
 		h.metrics.ObserveAdmission(result)
 	}
 }
 
-func (h *handler) observeUpstream(code int, elapsed time.Duration) {
+func (h *Handler) observeUpstream(code int, elapsed time.Duration) {
 	if h.metrics != nil {
 		h.metrics.ObserveUpstream(code, elapsed)
 	}

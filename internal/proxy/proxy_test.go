@@ -528,10 +528,18 @@ func TestStateChangesApplyToTheNextRequest(t *testing.T) {
 			}
 			assertAPIError(t, resp, body, status, map[int]string{401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}[status], code)
 		}
+		// busy uses the token enough for it to hold an admission lease with
+		// requests reserved and unused, which the change must not let through.
+		busy := func(t *testing.T, secret string) {
+			t.Helper()
+			for range 5 {
+				expect(t, secret, 200, "")
+			}
+		}
 
 		t.Run("RevokeToken", func(t *testing.T) {
 			tok, secret, _ := e.newToken(t)
-			expect(t, secret, 200, "")
+			busy(t, secret)
 			if _, err := e.store.TokenUpdate(ctx, &service.TokenUpdateParams{ID: tok.ID, IsActive: new(false)}); err != nil {
 				t.Fatal(err)
 			}
@@ -539,7 +547,7 @@ func TestStateChangesApplyToTheNextRequest(t *testing.T) {
 		})
 		t.Run("RevokeAllForProject", func(t *testing.T) {
 			tok, secret, _ := e.newToken(t)
-			expect(t, secret, 200, "")
+			busy(t, secret)
 			if _, err := e.store.TokenRevokeAllForProject(ctx, tok.ProjectID); err != nil {
 				t.Fatal(err)
 			}
@@ -547,7 +555,7 @@ func TestStateChangesApplyToTheNextRequest(t *testing.T) {
 		})
 		t.Run("DeactivateAndReactivateProject", func(t *testing.T) {
 			tok, secret, _ := e.newToken(t)
-			expect(t, secret, 200, "")
+			busy(t, secret)
 			for _, active := range []bool{false, true} {
 				if _, err := e.store.ProjectUpdate(ctx, &service.ProjectUpdateParams{ID: tok.ProjectID, IsActive: &active}); err != nil {
 					t.Fatal(err)
@@ -561,7 +569,7 @@ func TestStateChangesApplyToTheNextRequest(t *testing.T) {
 		})
 		t.Run("LowerLimit", func(t *testing.T) {
 			tok, secret, _ := e.newToken(t)
-			expect(t, secret, 200, "")
+			busy(t, secret)
 			if _, err := e.store.TokenUpdate(ctx, &service.TokenUpdateParams{ID: tok.ID, SetMaxRequests: true, MaxRequests: new(int64(1))}); err != nil {
 				t.Fatal(err)
 			}
@@ -569,7 +577,7 @@ func TestStateChangesApplyToTheNextRequest(t *testing.T) {
 		})
 		t.Run("NewProjectKey", func(t *testing.T) {
 			tok, secret, _ := e.newToken(t)
-			expect(t, secret, 200, "")
+			busy(t, secret)
 			newKey := "sk-rotated-key"
 			if _, err := e.store.ProjectUpdate(ctx, &service.ProjectUpdateParams{ID: tok.ProjectID, APIKeyCiphertext: e.keys.Encrypt(newKey)}); err != nil {
 				t.Fatal(err)
@@ -580,6 +588,28 @@ func TestStateChangesApplyToTheNextRequest(t *testing.T) {
 				t.Errorf("after a key change the upstream saw %q, want the new key", auth)
 			}
 		})
+	})
+}
+
+func TestRequestCountSettlesOnRequestsAdmitted(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOptions{})
+		tok, secret, _ := e.newToken(t)
+		const requests = 20
+		for range requests {
+			if resp, body := e.chat(t, secret); resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d, body %s", resp.StatusCode, body)
+			}
+		}
+		if got := e.requestCount(t, tok.ID); got < requests {
+			t.Fatalf("request_count = %d during use, below the %d admitted", got, requests)
+		}
+		if err := e.proxy.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.requestCount(t, tok.ID); got != requests {
+			t.Errorf("request_count = %d after Close, want the %d admitted", got, requests)
+		}
 	})
 }
 

@@ -33,10 +33,11 @@ RETURNING *;
 -- name: TokenAdmitByHash :one
 -- TokenAdmit of n requests at once (all or none) by the secret's hash, also
 -- returning the token's project, so the proxy authenticates and admits with
--- one statement. SQLite's RETURNING cannot read an UPDATE ... FROM table,
--- hence a subquery per project column.
+-- one statement. A token without a limit also counts reserve requests the
+-- proxy may admit later. SQLite's RETURNING cannot read an UPDATE ... FROM
+-- table, hence a subquery per project column.
 UPDATE tokens SET
-  request_count = request_count + sqlc.arg(n),
+  request_count = request_count + sqlc.arg(n) + CASE WHEN max_requests IS NULL THEN sqlc.arg(reserve) ELSE 0 END,
   last_used_at  = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE tokens.secret_hash = sqlc.arg(secret_hash)
   AND is_active = 1
@@ -49,6 +50,11 @@ RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, r
   (SELECT p.api_key_hint FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_hint,
   (SELECT p.created_at FROM projects p WHERE p.id = tokens.project_id) AS project_created_at,
   (SELECT p.updated_at FROM projects p WHERE p.id = tokens.project_id) AS project_updated_at;
+
+-- name: TokenReleaseReserved :execrows
+-- Gives back requests TokenAdmitByHash reserved and the proxy did not use.
+UPDATE tokens SET request_count = request_count - sqlc.arg(n)
+WHERE id = sqlc.arg(id) AND request_count >= sqlc.arg(n);
 
 -- name: TokenSetActive :one
 UPDATE tokens SET is_active = sqlc.arg(is_active), updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)

@@ -52,6 +52,9 @@ type Store struct {
 	q    *pgdb.Queries
 	db   pgdb.DBTX // pool, or the transaction when inTx
 	inTx bool
+	// Set inside a transaction that restricts admission, whose commit then
+	// waits out the proxies' admission leases.
+	restrictsAdmission *bool
 }
 
 // Open connects to cfg.DatabaseURL, checks the server answers and, unless
@@ -138,10 +141,17 @@ func (s *Store) withTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Stor
 		return s.fail(err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) // a no-op after Commit
-	if err := fn(&Store{pool: s.pool, q: s.q, db: tx, inTx: true}); err != nil {
+	restricts := false
+	if err := fn(&Store{pool: s.pool, q: s.q, db: tx, inTx: true, restrictsAdmission: &restricts}); err != nil {
 		return err
 	}
-	return s.fail(tx.Commit(ctx))
+	if err := tx.Commit(ctx); err != nil {
+		return s.fail(err)
+	}
+	if restricts {
+		service.AwaitAdmissionLeases()
+	}
+	return nil
 }
 
 // fail maps err like mapError and, when it shows the server went away,
@@ -203,6 +213,7 @@ func (s *Store) ProjectList(ctx context.Context, p *service.ProjectListParams) (
 func (s *Store) ProjectUpdate(ctx context.Context, p *service.ProjectUpdateParams) (*service.Project, error) {
 	var row *pgdb.Project
 	err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
+		*tx.restrictsAdmission = p.RestrictsAdmission()
 		var err error
 		if p.IsActive != nil {
 			row, err = tx.q.ProjectSetActive(ctx, tx.db, &pgdb.ProjectSetActiveParams{IsActive: *p.IsActive, ID: p.ID})
@@ -294,11 +305,11 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 // TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE ... FROM projects
 // finds the token by its hash, counts n requests and returns the token with
 // its project, in one round trip.
-func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64) (*service.Token, *service.Project, error) {
-	if n < 1 {
-		return nil, nil, fmt.Errorf("%w: admit %d requests", service.ErrInvalid, n)
+func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
+	if n < 1 || reserve < 0 {
+		return nil, nil, fmt.Errorf("%w: admit %d requests reserving %d", service.ErrInvalid, n, reserve)
 	}
-	row, err := s.q.TokenAdmitByHash(ctx, s.db, &pgdb.TokenAdmitByHashParams{N: n, SecretHash: secretHash})
+	row, err := s.q.TokenAdmitByHash(ctx, s.db, &pgdb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash})
 	if err == nil {
 		return tokenFromRow(&row.Token), projectFromRow(&row.Project), nil
 	}
@@ -312,9 +323,27 @@ func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64
 	return nil, nil, service.ExplainBatchRefusal(ctx, s, token.ID, n)
 }
 
+func (s *Store) TokenReleaseReserved(ctx context.Context, tokenID, n int64) error {
+	if n < 1 {
+		return fmt.Errorf("%w: release %d requests", service.ErrInvalid, n)
+	}
+	released, err := s.q.TokenReleaseReserved(ctx, s.db, &pgdb.TokenReleaseReservedParams{N: n, ID: tokenID})
+	if err != nil {
+		return s.fail(err)
+	}
+	if released == 0 {
+		if _, err := s.TokenGetByID(ctx, tokenID); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: token %d has fewer than %d requests counted", service.ErrInvalid, tokenID, n)
+	}
+	return nil
+}
+
 func (s *Store) TokenUpdate(ctx context.Context, p *service.TokenUpdateParams) (*service.Token, error) {
 	var row *pgdb.Token
 	err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
+		*tx.restrictsAdmission = p.RestrictsAdmission()
 		var err error
 		if p.IsActive != nil {
 			row, err = tx.q.TokenSetActive(ctx, tx.db, &pgdb.TokenSetActiveParams{IsActive: *p.IsActive, ID: p.ID})
@@ -350,6 +379,7 @@ func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (
 			return tx.fail(err)
 		}
 		result.RevokedCount, err = tx.q.TokenRevokeAllForProject(ctx, tx.db, projectID)
+		*tx.restrictsAdmission = result.RevokedCount > 0
 		return tx.fail(err)
 	})
 	if err != nil {

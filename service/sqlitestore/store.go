@@ -67,6 +67,9 @@ type Store struct {
 	readStmts  *stmtCache
 	q          *sqlitedb.Queries
 	tx         *sql.Tx
+	// Set inside a transaction that restricts admission, whose commit then
+	// waits out the proxies' admission leases.
+	restrictsAdmission *bool
 
 	checkpointer *checkpointer
 }
@@ -175,14 +178,18 @@ func inTx[T any](ctx context.Context, s *Store, fn func(tx *Store) (T, error)) (
 		return zero, mapError(err)
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
+	restricts := false
 	txStore := *s
-	txStore.tx = tx
+	txStore.tx, txStore.restrictsAdmission = tx, &restricts
 	result, err := fn(&txStore)
 	if err != nil {
 		return zero, err
 	}
 	if err := tx.Commit(); err != nil {
 		return zero, mapError(err)
+	}
+	if restricts {
+		service.AwaitAdmissionLeases()
 	}
 	return result, nil
 }

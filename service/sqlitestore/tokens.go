@@ -77,11 +77,11 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 
 // TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE finds the token by
 // its hash, counts n requests and returns the token with its project.
-func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64) (*service.Token, *service.Project, error) {
-	if n < 1 {
-		return nil, nil, fmt.Errorf("%w: admit %d requests", service.ErrInvalid, n)
+func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
+	if n < 1 || reserve < 0 {
+		return nil, nil, fmt.Errorf("%w: admit %d requests reserving %d", service.ErrInvalid, n, reserve)
 	}
-	row, err := s.q.TokenAdmitByHash(ctx, s.writes(), &sqlitedb.TokenAdmitByHashParams{N: n, SecretHash: secretHash})
+	row, err := s.q.TokenAdmitByHash(ctx, s.writes(), &sqlitedb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash})
 	if err == nil {
 		token, project := tokenAdmitByHashFromRow(row)
 		return token, project, nil
@@ -96,11 +96,31 @@ func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n int64
 	return nil, nil, service.ExplainBatchRefusal(ctx, s, token.ID, n)
 }
 
+func (s *Store) TokenReleaseReserved(ctx context.Context, tokenID, n int64) error {
+	if n < 1 {
+		return fmt.Errorf("%w: release %d requests", service.ErrInvalid, n)
+	}
+	released, err := s.q.TokenReleaseReserved(ctx, s.writes(), &sqlitedb.TokenReleaseReservedParams{N: n, ID: tokenID})
+	if err != nil {
+		return mapError(err)
+	}
+	if released == 0 {
+		if _, err := s.TokenGetByID(ctx, tokenID); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: token %d has fewer than %d requests counted", service.ErrInvalid, tokenID, n)
+	}
+	return nil
+}
+
 func (s *Store) TokenUpdate(ctx context.Context, params *service.TokenUpdateParams) (*service.Token, error) {
 	if params.IsActive == nil && !params.SetMaxRequests {
 		return s.TokenGetByID(ctx, params.ID)
 	}
 	return inTx(ctx, s, func(tx *Store) (*service.Token, error) {
+		if params.RestrictsAdmission() {
+			*tx.restrictsAdmission = true
+		}
 		var row *sqlitedb.Token
 		var err error
 		if params.IsActive != nil {
@@ -132,6 +152,7 @@ func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (
 		if err != nil {
 			return nil, mapError(err)
 		}
+		*tx.restrictsAdmission = revoked > 0
 		return &service.RevokeResult{RevokedCount: revoked, AlreadyRevokedCount: already}, nil
 	})
 }

@@ -20,7 +20,7 @@ type admitter interface {
 // interface the Store suite cannot reach, against the stores newStore
 // returns (as for Run); they must implement service.TokenAdmitter.
 func RunTokenAdmitter(t *testing.T, newStore func(t *testing.T) service.Store) {
-	for _, c := range tokenAdmitByHashCases {
+	for _, c := range append(tokenAdmitByHashCases, admissionLeaseCases...) {
 		t.Run("TokenAdmitByHash/"+c.name, func(t *testing.T) {
 			t.Parallel()
 			s := newStore(t)
@@ -37,7 +37,7 @@ func RunTokenAdmitter(t *testing.T, newStore func(t *testing.T) service.Store) {
 // back is the token and project as stored after the admission.
 func admitByHash(t *testing.T, s admitter, tok *service.Token) *service.Token {
 	t.Helper()
-	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1)
+	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
 	if err != nil {
 		t.Fatalf("TokenAdmitByHash: %v", err)
 	}
@@ -50,7 +50,7 @@ func admitByHash(t *testing.T, s admitter, tok *service.Token) *service.Token {
 // and returns neither a token nor a project.
 func refuseByHash(t *testing.T, s admitter, tok *service.Token, want error) {
 	t.Helper()
-	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1)
+	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
 	requireErrorIs(t, "TokenAdmitByHash", err, want)
 	if got != nil || project != nil {
 		t.Errorf("refused TokenAdmitByHash returned token %+v, project %+v; want nil, nil", got, project)
@@ -141,7 +141,7 @@ var tokenAdmitByHashCases = []struct {
 	}},
 	{"CountsExactlyToLimitUnderConcurrency", func(t *testing.T, s admitter) {
 		admitConcurrently(t, s, "TokenAdmitByHash", func(tok *service.Token) (int64, error) {
-			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1)
+			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
 			return 1, err
 		})
 	}},
@@ -153,7 +153,7 @@ var tokenAdmitByHashCases = []struct {
 			n    int64
 			want int64
 		}{{limited, 3, 3}, {limited, 2, 5}, {unlimited, 1000, 1000}, {unlimited, 1, 1001}} {
-			got, project, err := s.TokenAdmitByHash(t.Context(), c.tok.SecretHash, c.n)
+			got, project, err := s.TokenAdmitByHash(t.Context(), c.tok.SecretHash, c.n, 0)
 			if err != nil {
 				t.Fatalf("TokenAdmitByHash(n=%d): %v", c.n, err)
 			}
@@ -166,21 +166,21 @@ var tokenAdmitByHashCases = []struct {
 	}},
 	{"AdmitsAllOrNoneAndSaysHowManyAreLeft", func(t *testing.T, s admitter) {
 		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(5))
-		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3); err != nil {
+		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3, 0); err != nil {
 			t.Fatal(err)
 		}
-		got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3)
+		got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3, 0)
 		left, ok := errors.AsType[*service.RequestsLeftError](err)
 		if !ok || left.Left != 2 || !errors.Is(err, service.ErrLimitReached) || got != nil || project != nil {
 			t.Fatalf("admitting 3 with 2 left = %v, %v, %v; want a *RequestsLeftError{Left: 2} that is ErrLimitReached", got, project, err)
 		}
 		assertRequestCount(t, s, tok.ID, 3)
-		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 2); err != nil {
+		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 2, 0); err != nil {
 			t.Fatal(err)
 		}
 		// None left: the plain sentinel, whatever n is.
 		for _, n := range []int64{1, 4} {
-			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n)
+			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n, 0)
 			if _, ok := errors.AsType[*service.RequestsLeftError](err); ok || !errors.Is(err, service.ErrLimitReached) {
 				t.Errorf("admitting %d with none left: %v, want ErrLimitReached", n, err)
 			}
@@ -196,7 +196,7 @@ var tokenAdmitByHashCases = []struct {
 			tok  *service.Token
 			want error
 		}{{revoked, service.ErrTokenRevoked}, {expired, service.ErrTokenExpired}} {
-			_, _, err := s.TokenAdmitByHash(t.Context(), c.tok.SecretHash, 5)
+			_, _, err := s.TokenAdmitByHash(t.Context(), c.tok.SecretHash, 5, 0)
 			requireErrorIs(t, "TokenAdmitByHash(n=5)", err, c.want)
 			assertRequestCount(t, s, c.tok.ID, 0)
 		}
@@ -204,7 +204,7 @@ var tokenAdmitByHashCases = []struct {
 	{"RefusesFewerThanOne", func(t *testing.T, s admitter) {
 		tok := newToken(t, s, newProject(t, s).ID)
 		for _, n := range []int64{0, -1} {
-			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n)
+			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n, 0)
 			requireErrorIs(t, fmt.Sprintf("TokenAdmitByHash(n=%d)", n), err, service.ErrInvalid)
 		}
 		assertRequestCount(t, s, tok.ID, 0)
@@ -213,7 +213,7 @@ var tokenAdmitByHashCases = []struct {
 		admitConcurrently(t, s, "TokenAdmitByHash(n>1)", func(tok *service.Token) (int64, error) {
 			n := rand.Int64N(5) + 1
 			for {
-				_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n)
+				_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n, 0)
 				left, ok := errors.AsType[*service.RequestsLeftError](err)
 				if !ok {
 					return n, err

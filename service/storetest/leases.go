@@ -1,0 +1,117 @@
+package storetest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// admissionLeaseCases test TokenAdmitByHash's reserve, TokenReleaseReserved
+// and that changes restricting admission outlast the leases granted before.
+var admissionLeaseCases = []struct {
+	name string
+	run  func(t *testing.T, s admitter)
+}{
+	{"ReservesForTokenWithoutLimit", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID)
+		got, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 2, 5)
+		if err != nil {
+			t.Fatalf("TokenAdmitByHash(n=2, reserve=5): %v", err)
+		}
+		if got.MaxRequests != nil || got.RequestCount != 7 {
+			t.Errorf("returned MaxRequests %v, RequestCount %d; want nil, 7", got.MaxRequests, got.RequestCount)
+		}
+		assertRequestCount(t, s, tok.ID, 7)
+	}},
+	{"ReservesNothingForTokenWithLimit", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(3))
+		// The limit applies to n alone: reserve is ignored, not refused.
+		got, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3, 5)
+		if err != nil {
+			t.Fatalf("TokenAdmitByHash(n=3, reserve=5) under a limit of 3: %v", err)
+		}
+		if got.RequestCount != 3 {
+			t.Errorf("returned RequestCount %d, want 3", got.RequestCount)
+		}
+		assertRequestCount(t, s, tok.ID, 3)
+	}},
+	{"RefusesNegativeReserve", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID)
+		_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, -1)
+		requireErrorIs(t, "TokenAdmitByHash(reserve=-1)", err, service.ErrInvalid)
+		assertRequestCount(t, s, tok.ID, 0)
+	}},
+	{"ReleasesReserved", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID)
+		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 9); err != nil {
+			t.Fatalf("TokenAdmitByHash(n=1, reserve=9): %v", err)
+		}
+		if err := s.TokenReleaseReserved(t.Context(), tok.ID, 4); err != nil {
+			t.Fatalf("TokenReleaseReserved(4): %v", err)
+		}
+		assertRequestCount(t, s, tok.ID, 6)
+		for _, n := range []int64{7, 0, -1} {
+			err := s.TokenReleaseReserved(t.Context(), tok.ID, n)
+			requireErrorIs(t, "TokenReleaseReserved", err, service.ErrInvalid)
+		}
+		assertRequestCount(t, s, tok.ID, 6)
+		err := s.TokenReleaseReserved(t.Context(), tok.ID+1000, 1)
+		requireErrorIs(t, "TokenReleaseReserved(unknown token)", err, service.ErrNotFound)
+	}},
+	{"RestrictingChangesOutlastLeases", func(t *testing.T, s admitter) {
+		deactivate, limit, newKey := false, int64(1), randomBytes(48)
+		for _, c := range []struct {
+			name   string
+			change func(tok *service.Token) error
+			want   error // of the admission after the change; nil: admitted
+		}{
+			{"token deactivated", func(tok *service.Token) error {
+				_, err := s.TokenUpdate(t.Context(), &service.TokenUpdateParams{ID: tok.ID, IsActive: &deactivate})
+				return err
+			}, service.ErrTokenRevoked},
+			{"token limited", func(tok *service.Token) error {
+				_, err := s.TokenUpdate(t.Context(), &service.TokenUpdateParams{ID: tok.ID, SetMaxRequests: true, MaxRequests: &limit})
+				return err
+			}, service.ErrLimitReached},
+			{"project deactivated", func(tok *service.Token) error {
+				_, err := s.ProjectUpdate(t.Context(), &service.ProjectUpdateParams{ID: tok.ProjectID, IsActive: &deactivate})
+				return err
+			}, service.ErrProjectInactive},
+			{"project key changed", func(tok *service.Token) error {
+				_, err := s.ProjectUpdate(t.Context(), &service.ProjectUpdateParams{ID: tok.ProjectID, APIKeyCiphertext: newKey})
+				return err
+			}, nil},
+			{"project tokens revoked", func(tok *service.Token) error {
+				_, err := s.TokenRevokeAllForProject(t.Context(), tok.ProjectID)
+				return err
+			}, service.ErrTokenRevoked},
+			{"token deactivated in a transaction", func(tok *service.Token) error {
+				return s.InTx(t.Context(), func(tx service.Store) error {
+					_, err := tx.TokenUpdate(t.Context(), &service.TokenUpdateParams{ID: tok.ID, IsActive: &deactivate})
+					return err
+				})
+			}, service.ErrTokenRevoked},
+		} {
+			tok := newToken(t, s, newProject(t, s).ID)
+			leaseStart := time.Now()
+			if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 10); err != nil {
+				t.Fatalf("%s: TokenAdmitByHash: %v", c.name, err)
+			}
+			if err := c.change(tok); err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			// The lease ends AdmissionLease after leaseStart; the change must not
+			// be reported done before that.
+			if elapsed := time.Since(leaseStart); elapsed < service.AdmissionLease {
+				t.Errorf("%s returned %v after a lease began, before the lease (%v) ended", c.name, elapsed, service.AdmissionLease)
+			}
+			_, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
+			if c.want != nil {
+				requireErrorIs(t, c.name+": TokenAdmitByHash", err, c.want)
+			} else if err != nil || string(project.APIKeyCiphertext) != string(newKey) {
+				t.Errorf("%s: TokenAdmitByHash = project %v, %v; want the new key", c.name, project, err)
+			}
+		}
+	}},
+}
