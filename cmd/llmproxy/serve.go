@@ -106,10 +106,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
 	})
 	handler := server.New(server.Options{
-		Store:   store,
-		Manager: manager,
-		Metrics: m,
-		Proxy:   proxyHandler,
+		Store:           store,
+		Manager:         manager,
+		Metrics:         m,
+		Proxy:           proxyHandler,
 		Admin:           dashboard.New(dashboard.Options{Manager: manager, Store: store, ManagementToken: cfg.ManagementToken, Logger: log}),
 		ManagementToken: cfg.ManagementToken,
 		Logger:          log,
