@@ -118,7 +118,14 @@ func (q *admissionQueue) admit(ctx context.Context, secretHash []byte) (*service
 		reserve := q.reserveLocked(secretHash, 1)
 		q.mu.Unlock()
 		defer q.handOver(secretHash, line)
-		// Alone in its statement, so the request's own context may cancel it.
+		// Alone in its statement, so the request's own context may cancel it,
+		// unless the statement reserves: a reservation committed while its
+		// answer was lost would stay counted.
+		if reserve > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), batchAdmitTimeout)
+			defer cancel()
+		}
 		start := time.Now()
 		token, project, err := q.admitter.TokenAdmitByHash(ctx, secretHash, 1, reserve)
 		q.granted(secretHash, start, 1, reserve, token, project, err)

@@ -372,3 +372,20 @@ func TestAdmissionQueueReservesNothingForTokenWithLimit(t *testing.T) {
 		t.Errorf("%d leases for a token with a limit", len(q.leases))
 	}
 }
+
+func TestAdmissionQueueReservingStatementOutlivesItsClient(t *testing.T) {
+	a := newGatedAdmitter(0)
+	q := newTestQueue(t, a)
+	admitNow(t, q, a) // the token's first use: no reservation, so the next one reserves
+	ctx, cancel := context.WithCancel(t.Context())
+	result := admitInBackground(q, ctx)
+	<-a.started
+	cancel()
+	a.gate <- struct{}{}
+	if got := <-result; got.err != nil {
+		t.Errorf("reserving admission whose client left: %v, want it admitted (its answer must not be lost)", got.err)
+	}
+	if a.ctxErrs != 0 || a.reserves[1] == 0 {
+		t.Errorf("statement reserved %d with %d cancelled contexts, want a reservation made with a live context", a.reserves[1], a.ctxErrs)
+	}
+}

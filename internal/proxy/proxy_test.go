@@ -646,6 +646,7 @@ func TestLargeBodyNotReadForUnknownToken(t *testing.T) {
 			t.Fatal(err)
 		}
 		h := proxy.New(proxy.Options{Store: e.store, Keys: e.keys, Upstream: target, Recorder: e.recorder})
+		t.Cleanup(func() { h.Close(context.Background()) })
 		project, _ := e.project(t)
 		_, secret := e.token(t, project.ID, tokenOptions{})
 		unknown, _ := secrets.NewToken()
