@@ -154,6 +154,14 @@ func (s *Store) withTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Stor
 	return nil
 }
 
+// restrictAdmission marks the transaction, when restricts, as one whose
+// commit must wait out the admission leases (service.AwaitAdmissionLeases).
+func (s *Store) restrictAdmission(restricts bool) {
+	if restricts {
+		*s.restrictsAdmission = true
+	}
+}
+
 // fail maps err like mapError and, when it shows the server went away,
 // closes the pool's other connections too: they are as dead as this one,
 // and the pool would otherwise hand each of them to one more request.
@@ -213,7 +221,7 @@ func (s *Store) ProjectList(ctx context.Context, p *service.ProjectListParams) (
 func (s *Store) ProjectUpdate(ctx context.Context, p *service.ProjectUpdateParams) (*service.Project, error) {
 	var row *pgdb.Project
 	err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
-		*tx.restrictsAdmission = p.RestrictsAdmission()
+		tx.restrictAdmission(p.RestrictsAdmission())
 		var err error
 		if p.IsActive != nil {
 			row, err = tx.q.ProjectSetActive(ctx, tx.db, &pgdb.ProjectSetActiveParams{IsActive: *p.IsActive, ID: p.ID})
@@ -343,7 +351,7 @@ func (s *Store) TokenReleaseReserved(ctx context.Context, tokenID, n int64) erro
 func (s *Store) TokenUpdate(ctx context.Context, p *service.TokenUpdateParams) (*service.Token, error) {
 	var row *pgdb.Token
 	err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
-		*tx.restrictsAdmission = p.RestrictsAdmission()
+		tx.restrictAdmission(p.RestrictsAdmission())
 		var err error
 		if p.IsActive != nil {
 			row, err = tx.q.TokenSetActive(ctx, tx.db, &pgdb.TokenSetActiveParams{IsActive: *p.IsActive, ID: p.ID})
@@ -379,7 +387,7 @@ func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (
 			return tx.fail(err)
 		}
 		result.RevokedCount, err = tx.q.TokenRevokeAllForProject(ctx, tx.db, projectID)
-		*tx.restrictsAdmission = result.RevokedCount > 0
+		tx.restrictAdmission(result.RevokedCount > 0)
 		return tx.fail(err)
 	})
 	if err != nil {

@@ -194,6 +194,14 @@ func inTx[T any](ctx context.Context, s *Store, fn func(tx *Store) (T, error)) (
 	return result, nil
 }
 
+// restrictAdmission marks the transaction, when restricts, as one whose
+// commit must wait out the admission leases (service.AwaitAdmissionLeases).
+func (s *Store) restrictAdmission(restricts bool) {
+	if restricts {
+		*s.restrictsAdmission = true
+	}
+}
+
 // readTx runs fn on one snapshot: the transaction s is bound to, or a
 // read-only transaction on the reader pool.
 func (s *Store) readTx(ctx context.Context, fn func(db sqlitedb.DBTX) error) error {

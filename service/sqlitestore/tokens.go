@@ -118,9 +118,7 @@ func (s *Store) TokenUpdate(ctx context.Context, params *service.TokenUpdatePara
 		return s.TokenGetByID(ctx, params.ID)
 	}
 	return inTx(ctx, s, func(tx *Store) (*service.Token, error) {
-		if params.RestrictsAdmission() {
-			*tx.restrictsAdmission = true
-		}
+		tx.restrictAdmission(params.RestrictsAdmission())
 		var row *sqlitedb.Token
 		var err error
 		if params.IsActive != nil {
@@ -152,7 +150,7 @@ func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (
 		if err != nil {
 			return nil, mapError(err)
 		}
-		*tx.restrictsAdmission = revoked > 0
+		tx.restrictAdmission(revoked > 0)
 		return &service.RevokeResult{RevokedCount: revoked, AlreadyRevokedCount: already}, nil
 	})
 }

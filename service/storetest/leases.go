@@ -92,6 +92,16 @@ var admissionLeaseCases = []struct {
 					return err
 				})
 			}, service.ErrTokenRevoked},
+			{"tokens revoked, then project renamed, in one transaction", func(tok *service.Token) error {
+				return s.InTx(t.Context(), func(tx service.Store) error {
+					if _, err := tx.TokenRevokeAllForProject(t.Context(), tok.ProjectID); err != nil {
+						return err
+					}
+					name := uniqueName("renamed")
+					_, err := tx.ProjectUpdate(t.Context(), &service.ProjectUpdateParams{ID: tok.ProjectID, Name: &name})
+					return err
+				})
+			}, service.ErrTokenRevoked},
 		} {
 			tok := newToken(t, s, newProject(t, s).ID)
 			leaseStart := time.Now()
