@@ -44,6 +44,15 @@ func ExplainBatchRefusal(ctx context.Context, s Store, tokenID, n int64) error {
 	return BatchRefusal(token, project, n)
 }
 
+// ExplainReleaseRefusal explains why TokenReleaseReserved took nothing
+// off: the token does not exist (ErrNotFound), or counts fewer than n.
+func ExplainReleaseRefusal(ctx context.Context, s Store, tokenID, n int64) error {
+	if _, err := s.TokenGetByID(ctx, tokenID); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: token %d has fewer than %d requests counted", ErrInvalid, tokenID, n)
+}
+
 // AdmissionRefusal explains why TokenAdmit counted nothing, given the token
 // and its project as read after the refusal. Expiry comes last: it is the
 // only rule that depends on the clock, which is the database's, not ours.

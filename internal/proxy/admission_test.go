@@ -70,6 +70,14 @@ func (a *gatedAdmitter) TokenReleaseReserved(ctx context.Context, tokenID, n int
 	return nil
 }
 
+// counted is what the token's request_count would be: admitted and
+// reserved, less what was given back.
+func (a *gatedAdmitter) counted() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.count + a.reserved - a.released
+}
+
 // newTestQueue is a queue on a, closed when the test ends.
 func newTestQueue(t *testing.T, a *gatedAdmitter) *admissionQueue {
 	q := newAdmissionQueue(a, slog.New(slog.DiscardHandler))
@@ -272,7 +280,10 @@ func admitNow(t *testing.T, q *admissionQueue, a *gatedAdmitter) (statement bool
 	return true
 }
 
-func TestAdmissionQueueLeaseAdmitsReservedRequestsWithoutStatements(t *testing.T) {
+// leasedQueue is a queue whose token without a limit holds a fresh lease
+// with 4 requests reserved, after two requests admitted by statements.
+func leasedQueue(t *testing.T) (*gatedAdmitter, *admissionQueue) {
+	t.Helper()
 	a := newGatedAdmitter(0)
 	q := newTestQueue(t, a)
 	if !admitNow(t, q, a) || !admitNow(t, q, a) {
@@ -281,6 +292,11 @@ func TestAdmissionQueueLeaseAdmitsReservedRequestsWithoutStatements(t *testing.T
 	if !slices.Equal(a.reserves, []int64{0, 4}) {
 		t.Fatalf("statements reserved %v, want [0 4]: none for a token's first use, then twice the use", a.reserves)
 	}
+	return a, q
+}
+
+func TestAdmissionQueueLeaseAdmitsReservedRequestsWithoutStatements(t *testing.T) {
+	a, q := leasedQueue(t)
 	for i := range 4 {
 		if admitNow(t, q, a) {
 			t.Fatalf("reserved request %d ran a statement", i)
@@ -293,17 +309,13 @@ func TestAdmissionQueueLeaseAdmitsReservedRequestsWithoutStatements(t *testing.T
 	if err := q.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if got := a.count + a.reserved - a.released; got != admitted {
-		t.Errorf("after Close the token counts %d (count %d + reserved %d - released %d), want the %d admitted",
-			got, a.count, a.reserved, a.released, admitted)
+	if got := a.counted(); got != admitted {
+		t.Errorf("after Close the token counts %d, want the %d admitted", got, admitted)
 	}
 }
 
 func TestAdmissionQueueLeaseEndsAfterAdmissionLease(t *testing.T) {
-	a := newGatedAdmitter(0)
-	q := newTestQueue(t, a)
-	admitNow(t, q, a)
-	admitNow(t, q, a) // reserves 4
+	a, q := leasedQueue(t)
 	time.Sleep(service.AdmissionLease)
 	if !admitNow(t, q, a) {
 		t.Fatal("a request after the lease ended was admitted without a statement")
@@ -313,17 +325,14 @@ func TestAdmissionQueueLeaseEndsAfterAdmissionLease(t *testing.T) {
 	if err := q.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if got := a.count + a.reserved - a.released; got != 3 {
+	if got := a.counted(); got != 3 {
 		t.Errorf("token counts %d after Close, want the 3 admitted", got)
 	}
 }
 
 func TestAdmissionQueueSweeperGivesBackAnEndedLeasesReservation(t *testing.T) {
-	a := newGatedAdmitter(0)
-	q := newTestQueue(t, a)
-	admitNow(t, q, a)
-	admitNow(t, q, a) // reserves 4
-	admitNow(t, q, a) // uses one of them
+	a, q := leasedQueue(t)
+	admitNow(t, q, a) // uses one of the 4
 	waitFor(t, func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
@@ -332,10 +341,7 @@ func TestAdmissionQueueSweeperGivesBackAnEndedLeasesReservation(t *testing.T) {
 }
 
 func TestAdmissionQueueRefusalEndsLease(t *testing.T) {
-	a := newGatedAdmitter(0)
-	q := newTestQueue(t, a)
-	admitNow(t, q, a)
-	admitNow(t, q, a) // reserves 4
+	a, q := leasedQueue(t)
 	time.Sleep(service.AdmissionLease)
 	a.mu.Lock()
 	a.refusal = service.ErrTokenRevoked

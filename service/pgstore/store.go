@@ -340,10 +340,7 @@ func (s *Store) TokenReleaseReserved(ctx context.Context, tokenID, n int64) erro
 		return s.fail(err)
 	}
 	if released == 0 {
-		if _, err := s.TokenGetByID(ctx, tokenID); err != nil {
-			return err
-		}
-		return fmt.Errorf("%w: token %d has fewer than %d requests counted", service.ErrInvalid, tokenID, n)
+		return service.ExplainReleaseRefusal(ctx, s, tokenID, n)
 	}
 	return nil
 }
