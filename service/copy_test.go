@@ -114,6 +114,9 @@ func fill(t *testing.T, s service.Store, usageRows int) map[string]int64 {
 	if _, err := s.TokenAdmit(ctx, tokens[1].ID); err != nil { // sets last_used_at
 		t.Fatalf("TokenAdmit: %v", err)
 	}
+	if _, _, err := s.(service.TokenAdmitter).TokenAdmitByHash(ctx, tokens[0].SecretHash, 1, 3); err != nil { // holds a lease's reservation
+		t.Fatalf("TokenAdmitByHash: %v", err)
+	}
 	inactive := false
 	if _, err := s.TokenUpdate(ctx, &service.TokenUpdateParams{ID: tokens[2].ID, IsActive: &inactive}); err != nil {
 		t.Fatalf("TokenUpdate: %v", err)
@@ -413,6 +416,23 @@ func TestImportRejectsBadInput(t *testing.T) {
 				t.Fatalf("Import: %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestImportReadsExportsMadeBeforeRequestsReserved: a column added later
+// may be missing and loads as its zero value.
+func TestImportReadsExportsMadeBeforeRequestsReserved(t *testing.T) {
+	t.Parallel()
+	input := `{"table":"projects","row":{"id":1,"name":"p","api_key_ciphertext":"AQ==","api_key_hint":"h","is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z"}}
+{"table":"tokens","row":{"id":1,"project_id":1,"secret_hash":"AQ==","token_prefix":"sk","expires_at":"2025-01-01T00:00:00Z","max_requests":null,"request_count":4,"is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z","last_used_at":null}}
+`
+	s := newSQLite(t)
+	if _, err := service.Import(t.Context(), strings.NewReader(input), s, service.CopyOptions{}); err != nil {
+		t.Fatalf("Import: %v", err)
+	}
+	tok, err := s.TokenGetByID(t.Context(), 1)
+	if err != nil || tok.RequestCount != 4 || tok.RequestsReserved != 0 {
+		t.Fatalf("imported token = %+v, %v; want RequestCount 4, RequestsReserved 0", tok, err)
 	}
 }
 

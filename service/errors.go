@@ -22,35 +22,49 @@ var (
 	ErrUnavailable = errors.New("database unavailable")
 )
 
-// ExplainAdmissionRefusal is what a backend's TokenAdmit returns after its
-// atomic update matched no row: it reads the token and its project as they
-// are now and says which rule refused the request (ErrNotFound when the
-// token does not exist).
-func ExplainAdmissionRefusal(ctx context.Context, s Store, tokenID int64) error {
-	return ExplainBatchRefusal(ctx, s, tokenID, 1)
-}
-
-// ExplainBatchRefusal is ExplainAdmissionRefusal for an admission of n
-// requests at once.
-func ExplainBatchRefusal(ctx context.Context, s Store, tokenID, n int64) error {
-	token, err := s.TokenGetByID(ctx, tokenID)
-	if err != nil {
-		return err
+// AdmitOrExplain runs admit, a backend's atomic admission statement for n
+// requests (those reserved included), which reports matched false when a
+// rule refused them, and explains a refusal: it reads the token (tokenID
+// finds it) and its project as they are now and says which rule refused
+// (ErrNotFound when the token does not exist). An explanation that finds
+// the token admissible after all (it changed in between: reserved requests
+// given back, a token or project reactivated) tries again, a few times; then
+// only expiry is left, by the database's clock, which may be ahead of ours.
+func AdmitOrExplain[T any](ctx context.Context, s Store, n int64, admit func() (row T, matched bool, err error), tokenID func() (int64, error)) (T, error) {
+	const attempts = 3
+	var none T
+	for attempt := 1; ; attempt++ {
+		row, matched, err := admit()
+		if err != nil || matched {
+			return row, err
+		}
+		id, err := tokenID()
+		if err != nil {
+			return none, err
+		}
+		token, err := s.TokenGetByID(ctx, id)
+		if err != nil {
+			return none, err
+		}
+		project, err := s.ProjectGetByID(ctx, token.ProjectID)
+		if err != nil {
+			return none, err
+		}
+		err = BatchRefusal(token, project, n)
+		if errors.Is(err, ErrTokenExpired) && token.ExpiresAt.After(time.Now()) && attempt < attempts {
+			continue
+		}
+		return none, err
 	}
-	project, err := s.ProjectGetByID(ctx, token.ProjectID)
-	if err != nil {
-		return err
-	}
-	return BatchRefusal(token, project, n)
 }
 
 // ExplainReleaseRefusal explains why TokenReleaseReserved took nothing
-// off: the token does not exist (ErrNotFound), or counts fewer than n.
+// off: the token does not exist (ErrNotFound), or has fewer than n reserved.
 func ExplainReleaseRefusal(ctx context.Context, s Store, tokenID, n int64) error {
 	if _, err := s.TokenGetByID(ctx, tokenID); err != nil {
 		return err
 	}
-	return fmt.Errorf("%w: token %d has fewer than %d requests counted", ErrInvalid, tokenID, n)
+	return fmt.Errorf("%w: token %d has fewer than %d requests reserved", ErrInvalid, tokenID, n)
 }
 
 // AdmissionRefusal explains why TokenAdmit counted nothing, given the token
@@ -60,33 +74,41 @@ func AdmissionRefusal(token *Token, project *Project) error {
 	return BatchRefusal(token, project, 1)
 }
 
-// BatchRefusal is AdmissionRefusal for n requests admitted at once: when
-// some but fewer than n requests are left, it is a *RequestsLeftError.
+// BatchRefusal is AdmissionRefusal for n requests admitted at once (with
+// those reserved counted in n). The limit's refusal is a *LimitError.
 func BatchRefusal(token *Token, project *Project, n int64) error {
 	switch {
 	case !token.IsActive:
 		return ErrTokenRevoked
 	case !project.IsActive:
 		return ErrProjectInactive
-	case token.MaxRequests != nil && token.RequestCount >= *token.MaxRequests:
-		return ErrLimitReached
 	case token.MaxRequests != nil && token.RequestCount+n > *token.MaxRequests:
-		return &RequestsLeftError{Left: *token.MaxRequests - token.RequestCount}
+		return &LimitError{Left: max(0, *token.MaxRequests-token.RequestCount), Reserved: token.RequestsReserved}
 	}
 	return ErrTokenExpired
 }
 
-// RequestsLeftError refuses an admission of several requests at once when
-// fewer are left under the token's limit; it is an ErrLimitReached.
-type RequestsLeftError struct {
-	Left int64 // requests left when the refusal was explained, at least 1
+// LimitError refuses an admission because the token's limit leaves fewer
+// requests than asked for; it is an ErrLimitReached. Both counts are as
+// the refusal was explained.
+type LimitError struct {
+	Left int64 // requests the limit leaves, maybe 0
+	// Reserved of the requests counted are reserved by proxies and may yet
+	// be given back, when their leases end.
+	Reserved int64
 }
 
-func (e *RequestsLeftError) Error() string {
-	return fmt.Sprintf("%v: only %d requests left", ErrLimitReached, e.Left)
+func (e *LimitError) Error() string {
+	switch {
+	case e.Left == 0 && e.Reserved == 0:
+		return ErrLimitReached.Error()
+	case e.Reserved == 0:
+		return fmt.Sprintf("%v: only %d requests left", ErrLimitReached, e.Left)
+	}
+	return fmt.Sprintf("%v: %d requests left, %d more reserved by proxies", ErrLimitReached, e.Left, e.Reserved)
 }
 
-func (e *RequestsLeftError) Is(target error) bool { return target == ErrLimitReached }
+func (e *LimitError) Is(target error) bool { return target == ErrLimitReached }
 
 // UsageTimeRange returns the filter's bounds with zero values replaced by
 // ones every backend can store.

@@ -38,6 +38,8 @@ type (
 		CreatedAt    time.Time  `json:"created_at"`
 		UpdatedAt    time.Time  `json:"updated_at"`
 		LastUsedAt   *time.Time `json:"last_used_at"`
+		// Added after the first release: exports made before may lack it.
+		RequestsReserved int64 `json:"requests_reserved" optional:"true"`
 	}
 	usageLine struct {
 		ID               int64     `json:"id"`
@@ -232,7 +234,7 @@ func (j *jsonLinesReader) peek() (*line, int, error) {
 			continue
 		}
 		var l line
-		if err := decodeRow(text, []string{"table", "row"}, &l); err != nil {
+		if err := decodeRow(text, rowKeys{required: []string{"table", "row"}}, &l); err != nil {
 			return nil, 0, fmt.Errorf("line %d: %w", j.lineNo, err)
 		}
 		j.next, j.nextNo = &l, j.lineNo
@@ -241,8 +243,9 @@ func (j *jsonLinesReader) peek() (*line, int, error) {
 }
 
 // decodeRow decodes the JSON object data into v, which must have exactly
-// the given keys: a missing column would otherwise load as a zero value.
-func decodeRow(data []byte, keys []string, v any) error {
+// the given keys, but for optional ones: a missing column would otherwise
+// load as a zero value.
+func decodeRow(data []byte, keys rowKeys, v any) error {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil {
 		return err
@@ -250,27 +253,35 @@ func decodeRow(data []byte, keys []string, v any) error {
 	if fields == nil {
 		return errors.New("want an object, got null")
 	}
-	for _, k := range keys {
+	for _, k := range keys.required {
 		if _, ok := fields[k]; !ok {
 			return fmt.Errorf("no %q", k)
 		}
 	}
-	if len(fields) > len(keys) {
-		for k := range fields {
-			if !slices.Contains(keys, k) {
-				return fmt.Errorf("unknown field %q", k)
-			}
+	for k := range fields {
+		if !slices.Contains(keys.required, k) && !slices.Contains(keys.optional, k) {
+			return fmt.Errorf("unknown field %q", k)
 		}
 	}
 	return json.Unmarshal(data, v)
 }
 
-// columnsOf returns the JSON keys of the struct type L.
-func columnsOf[L any]() []string {
+// rowKeys are the keys of a row's JSON object; optional ones are columns
+// added later, which older exports lack, loaded as their zero value.
+type rowKeys struct{ required, optional []string }
+
+// columnsOf returns the JSON keys of the struct type L; a field tagged
+// optional:"true" is optional.
+func columnsOf[L any]() rowKeys {
 	t := reflect.TypeFor[L]()
-	keys := make([]string, t.NumField())
-	for i := range keys {
-		keys[i], _, _ = strings.Cut(t.Field(i).Tag.Get("json"), ",")
+	var keys rowKeys
+	for i := range t.NumField() {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if t.Field(i).Tag.Get("optional") == "true" {
+			keys.optional = append(keys.optional, key)
+		} else {
+			keys.required = append(keys.required, key)
+		}
 	}
 	return keys
 }

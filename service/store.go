@@ -57,26 +57,25 @@ type Store interface {
 // stores written for tests need not implement it; the proxy falls back to
 // TokenGetByHash, ProjectGetByID and TokenAdmit.
 type TokenAdmitter interface {
-	// TokenAdmitByHash is TokenAdmit of n ≥ 1 requests at once, all or none,
-	// for the token with this secret hash, also returning the token's project
-	// as the admission saw it. It returns ErrNotFound for an unknown hash and
-	// TokenAdmit's errors otherwise; when the limit leaves fewer than n but at
-	// least one request, the error is a *RequestsLeftError.
+	// TokenAdmitByHash is TokenAdmit of n ≥ 1 requests at once, for the
+	// token with this secret hash, also returning the token's project as the
+	// admission saw it. It also reserves reserve ≥ 0 more requests: counts
+	// them in RequestCount and RequestsReserved. The caller may admit them
+	// without asking again for at most AdmissionLease from before the call,
+	// and must give back with TokenReleaseReserved those it does not.
 	//
-	// A token without a limit (MaxRequests nil in the returned token) also
-	// counts reserve ≥ 0 more requests, which the caller may admit without
-	// asking again for at most AdmissionLease from before the call, and must
-	// give back with TokenReleaseReserved when it does not. A token with a
-	// limit counts n only.
+	// It counts all n + reserve or nothing: it returns ErrNotFound for an
+	// unknown hash, TokenAdmit's errors otherwise, and a *LimitError when the
+	// limit leaves fewer than n + reserve.
 	TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*Token, *Project, error)
 	// TokenReleaseReserved takes n reserved and unused requests off the
-	// token's request_count. It returns ErrNotFound for an unknown token and
-	// ErrInvalid when n < 1 or the count is below n.
+	// token's RequestCount and RequestsReserved. It returns ErrNotFound for
+	// an unknown token and ErrInvalid when n < 1 or fewer than n are reserved.
 	TokenReleaseReserved(ctx context.Context, tokenID, n int64) error
 }
 
-// AdmissionLease is how long a proxy may go on admitting the requests of a
-// token without a limit on the strength of one TokenAdmitByHash, counted
+// AdmissionLease is how long a proxy may go on admitting the requests a
+// token's TokenAdmitByHash reserved, on the strength of that call, counted
 // from before that call. Changes that would refuse such requests (a token
 // deactivated or given a limit, a project deactivated or given another key,
 // a project's tokens revoked) therefore return only AdmissionLease after

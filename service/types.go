@@ -32,6 +32,9 @@ type Token struct {
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
 	LastUsedAt   *time.Time
+	// RequestsReserved is the part of RequestCount that proxies reserved
+	// for admission leases and have not yet used or given back.
+	RequestsReserved int64
 }
 
 // UsageEvent is one forwarded request.

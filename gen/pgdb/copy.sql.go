@@ -201,7 +201,7 @@ func (q *Queries) TokenDeleteAll(ctx context.Context, db DBTX) error {
 }
 
 const tokenDump = `-- name: TokenDump :many
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at FROM tokens
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens
 WHERE id > $1
 ORDER BY id
 LIMIT $2::bigint
@@ -233,6 +233,7 @@ func (q *Queries) TokenDump(ctx context.Context, db DBTX, arg *TokenDumpParams) 
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.LastUsedAt,
+			&i.RequestsReserved,
 		); err != nil {
 			return nil, err
 		}
@@ -245,17 +246,18 @@ func (q *Queries) TokenDump(ctx context.Context, db DBTX, arg *TokenDumpParams) 
 }
 
 type TokenInsertFullManyParams struct {
-	ID           int64
-	ProjectID    int64
-	SecretHash   []byte
-	TokenPrefix  string
-	ExpiresAt    time.Time
-	MaxRequests  *int64
-	RequestCount int64
-	IsActive     bool
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
-	LastUsedAt   *time.Time
+	ID               int64
+	ProjectID        int64
+	SecretHash       []byte
+	TokenPrefix      string
+	ExpiresAt        time.Time
+	MaxRequests      *int64
+	RequestCount     int64
+	IsActive         bool
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	LastUsedAt       *time.Time
+	RequestsReserved int64
 }
 
 const usageDailyDeleteAll = `-- name: UsageDailyDeleteAll :exec

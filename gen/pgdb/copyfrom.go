@@ -119,6 +119,7 @@ func (r iteratorForTokenInsertFullMany) Values() ([]interface{}, error) {
 		r.rows[0].CreatedAt,
 		r.rows[0].UpdatedAt,
 		r.rows[0].LastUsedAt,
+		r.rows[0].RequestsReserved,
 	}, nil
 }
 
@@ -127,7 +128,7 @@ func (r iteratorForTokenInsertFullMany) Err() error {
 }
 
 func (q *Queries) TokenInsertFullMany(ctx context.Context, db DBTX, arg []*TokenInsertFullManyParams) (int64, error) {
-	return db.CopyFrom(ctx, []string{"tokens"}, []string{"id", "project_id", "secret_hash", "token_prefix", "expires_at", "max_requests", "request_count", "is_active", "created_at", "updated_at", "last_used_at"}, &iteratorForTokenInsertFullMany{rows: arg})
+	return db.CopyFrom(ctx, []string{"tokens"}, []string{"id", "project_id", "secret_hash", "token_prefix", "expires_at", "max_requests", "request_count", "is_active", "created_at", "updated_at", "last_used_at", "requests_reserved"}, &iteratorForTokenInsertFullMany{rows: arg})
 }
 
 // iteratorForUsageDailyInsertFullMany implements pgx.CopyFromSource.

@@ -30,17 +30,18 @@ type Project struct {
 }
 
 type Token struct {
-	ID           int64
-	ProjectID    int64
-	SecretHash   []byte
-	TokenPrefix  string
-	ExpiresAt    time.Time
-	MaxRequests  *int64
-	RequestCount int64
-	IsActive     bool
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
-	LastUsedAt   *time.Time
+	ID               int64
+	ProjectID        int64
+	SecretHash       []byte
+	TokenPrefix      string
+	ExpiresAt        time.Time
+	MaxRequests      *int64
+	RequestCount     int64
+	IsActive         bool
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	LastUsedAt       *time.Time
+	RequestsReserved int64
 }
 
 type UsageDaily struct {

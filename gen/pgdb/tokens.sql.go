@@ -19,7 +19,7 @@ WHERE tokens.id = $1
   AND expires_at > now()
   AND (max_requests IS NULL OR request_count < max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
 `
 
 // Counts one request if and only if every admission rule holds, atomically.
@@ -38,6 +38,7 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
@@ -45,16 +46,17 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
 WITH arg AS (SELECT $2::bigint AS n, $3::bigint AS reserve)
 UPDATE tokens SET
-  request_count = tokens.request_count + arg.n + CASE WHEN tokens.max_requests IS NULL THEN arg.reserve ELSE 0 END,
-  last_used_at  = now()
+  request_count     = tokens.request_count + arg.n + arg.reserve,
+  requests_reserved = tokens.requests_reserved + arg.reserve,
+  last_used_at      = now()
 FROM projects p, arg
 WHERE tokens.secret_hash = $1
   AND p.id = tokens.project_id
   AND p.is_active
   AND tokens.is_active
   AND tokens.expires_at > now()
-  AND (tokens.max_requests IS NULL OR tokens.request_count + arg.n <= tokens.max_requests)
-RETURNING tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at
+  AND (tokens.max_requests IS NULL OR tokens.request_count + arg.n + arg.reserve <= tokens.max_requests)
+RETURNING tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, tokens.requests_reserved, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at
 `
 
 type TokenAdmitByHashParams struct {
@@ -70,8 +72,8 @@ type TokenAdmitByHashRow struct {
 
 // TokenAdmit of n requests at once (all or none) by the secret's hash, also
 // returning the token's project, so the proxy authenticates and admits in one
-// round trip. A token without a limit also counts reserve requests the proxy
-// may admit later.
+// round trip. It also counts, and notes as reserved, reserve requests the
+// proxy may admit later; a limit must leave room for them too.
 func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmitByHashParams) (*TokenAdmitByHashRow, error) {
 	row := db.QueryRow(ctx, tokenAdmitByHash, arg.SecretHash, arg.N, arg.Reserve)
 	var i TokenAdmitByHashRow
@@ -87,6 +89,7 @@ func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmit
 		&i.Token.CreatedAt,
 		&i.Token.UpdatedAt,
 		&i.Token.LastUsedAt,
+		&i.Token.RequestsReserved,
 		&i.Project.ID,
 		&i.Project.Name,
 		&i.Project.ApiKeyCiphertext,
@@ -113,7 +116,7 @@ const tokenCreate = `-- name: TokenCreate :one
 INSERT INTO tokens (project_id, secret_hash, token_prefix, expires_at, max_requests)
 SELECT $1::bigint, $2::bytea, $3::text, $4::timestamptz, $5::bigint
 WHERE EXISTS (SELECT 1 FROM projects WHERE id = $1::bigint AND is_active)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
 `
 
 type TokenCreateParams struct {
@@ -146,12 +149,13 @@ func (q *Queries) TokenCreate(ctx context.Context, db DBTX, arg *TokenCreatePara
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
 
 const tokenGetByHash = `-- name: TokenGetByHash :one
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at FROM tokens WHERE secret_hash = $1
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens WHERE secret_hash = $1
 `
 
 func (q *Queries) TokenGetByHash(ctx context.Context, db DBTX, secretHash []byte) (*Token, error) {
@@ -169,12 +173,13 @@ func (q *Queries) TokenGetByHash(ctx context.Context, db DBTX, secretHash []byte
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
 
 const tokenGetByID = `-- name: TokenGetByID :one
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at FROM tokens WHERE id = $1
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens WHERE id = $1
 `
 
 func (q *Queries) TokenGetByID(ctx context.Context, db DBTX, id int64) (*Token, error) {
@@ -192,12 +197,13 @@ func (q *Queries) TokenGetByID(ctx context.Context, db DBTX, id int64) (*Token, 
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
 
 const tokenList = `-- name: TokenList :many
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at FROM tokens
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens
 WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
   AND id > $2
 ORDER BY id
@@ -231,6 +237,7 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.LastUsedAt,
+			&i.RequestsReserved,
 		); err != nil {
 			return nil, err
 		}
@@ -243,8 +250,10 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 }
 
 const tokenReleaseReserved = `-- name: TokenReleaseReserved :execrows
-UPDATE tokens SET request_count = request_count - $1::bigint
-WHERE id = $2 AND request_count >= $1::bigint
+UPDATE tokens SET
+  request_count     = request_count - $1::bigint,
+  requests_reserved = requests_reserved - $1::bigint
+WHERE id = $2 AND requests_reserved >= $1::bigint
 `
 
 type TokenReleaseReservedParams struct {
@@ -277,7 +286,7 @@ func (q *Queries) TokenRevokeAllForProject(ctx context.Context, db DBTX, project
 const tokenSetActive = `-- name: TokenSetActive :one
 UPDATE tokens SET is_active = $1, updated_at = now()
 WHERE id = $2
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
 `
 
 type TokenSetActiveParams struct {
@@ -300,6 +309,7 @@ func (q *Queries) TokenSetActive(ctx context.Context, db DBTX, arg *TokenSetActi
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
@@ -307,7 +317,7 @@ func (q *Queries) TokenSetActive(ctx context.Context, db DBTX, arg *TokenSetActi
 const tokenSetMaxRequests = `-- name: TokenSetMaxRequests :one
 UPDATE tokens SET max_requests = $1, updated_at = now()
 WHERE id = $2
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
 `
 
 type TokenSetMaxRequestsParams struct {
@@ -330,6 +340,7 @@ func (q *Queries) TokenSetMaxRequests(ctx context.Context, db DBTX, arg *TokenSe
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }

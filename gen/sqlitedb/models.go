@@ -26,17 +26,18 @@ type Project struct {
 }
 
 type Token struct {
-	ID           int64
-	ProjectID    int64
-	SecretHash   []byte
-	TokenPrefix  string
-	ExpiresAt    int64
-	MaxRequests  *int64
-	RequestCount int64
-	IsActive     bool
-	CreatedAt    int64
-	UpdatedAt    int64
-	LastUsedAt   *int64
+	ID               int64
+	ProjectID        int64
+	SecretHash       []byte
+	TokenPrefix      string
+	ExpiresAt        int64
+	MaxRequests      *int64
+	RequestCount     int64
+	IsActive         bool
+	CreatedAt        int64
+	UpdatedAt        int64
+	LastUsedAt       *int64
+	RequestsReserved int64
 }
 
 type UsageDaily struct {

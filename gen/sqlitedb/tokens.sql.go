@@ -18,7 +18,7 @@ WHERE tokens.id = ?1
   AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
   AND (max_requests IS NULL OR request_count < max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
 `
 
 // Counts one request if and only if every admission rule holds, atomically.
@@ -37,20 +37,22 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
 
 const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
 UPDATE tokens SET
-  request_count = request_count + ?1 + CASE WHEN max_requests IS NULL THEN ?2 ELSE 0 END,
-  last_used_at  = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+  request_count     = request_count + ?1 + ?2,
+  requests_reserved = requests_reserved + ?2,
+  last_used_at      = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE tokens.secret_hash = ?3
   AND is_active = 1
   AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
-  AND (max_requests IS NULL OR request_count + ?1 <= max_requests)
+  AND (max_requests IS NULL OR request_count + ?1 + ?2 <= max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at,
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved,
   (SELECT p.name FROM projects p WHERE p.id = tokens.project_id) AS project_name,
   (SELECT p.api_key_ciphertext FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_ciphertext,
   (SELECT p.api_key_hint FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_hint,
@@ -76,6 +78,7 @@ type TokenAdmitByHashRow struct {
 	CreatedAt        int64
 	UpdatedAt        int64
 	LastUsedAt       *int64
+	RequestsReserved int64
 	Name             string
 	ApiKeyCiphertext []byte
 	ApiKeyHint       string
@@ -85,9 +88,10 @@ type TokenAdmitByHashRow struct {
 
 // TokenAdmit of n requests at once (all or none) by the secret's hash, also
 // returning the token's project, so the proxy authenticates and admits with
-// one statement. A token without a limit also counts reserve requests the
-// proxy may admit later. SQLite's RETURNING cannot read an UPDATE ... FROM
-// table, hence a subquery per project column.
+// one statement. It also counts, and notes as reserved, reserve requests the
+// proxy may admit later; a limit must leave room for them too. SQLite's
+// RETURNING cannot read an UPDATE ... FROM table, hence a subquery per
+// project column.
 func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmitByHashParams) (*TokenAdmitByHashRow, error) {
 	row := db.QueryRowContext(ctx, tokenAdmitByHash, arg.N, arg.Reserve, arg.SecretHash)
 	var i TokenAdmitByHashRow
@@ -103,6 +107,7 @@ func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmit
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 		&i.Name,
 		&i.ApiKeyCiphertext,
 		&i.ApiKeyHint,
@@ -127,7 +132,7 @@ const tokenCreate = `-- name: TokenCreate :one
 INSERT INTO tokens (project_id, secret_hash, token_prefix, expires_at, max_requests)
 SELECT ?1, ?2, ?3, ?4, ?5
 WHERE EXISTS (SELECT 1 FROM projects WHERE id = ?1 AND is_active = 1)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
 `
 
 type TokenCreateParams struct {
@@ -160,12 +165,13 @@ func (q *Queries) TokenCreate(ctx context.Context, db DBTX, arg *TokenCreatePara
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
 
 const tokenGetByHash = `-- name: TokenGetByHash :one
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at FROM tokens WHERE secret_hash = ?1
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens WHERE secret_hash = ?1
 `
 
 func (q *Queries) TokenGetByHash(ctx context.Context, db DBTX, secretHash []byte) (*Token, error) {
@@ -183,12 +189,13 @@ func (q *Queries) TokenGetByHash(ctx context.Context, db DBTX, secretHash []byte
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
 
 const tokenGetByID = `-- name: TokenGetByID :one
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at FROM tokens WHERE id = ?1
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens WHERE id = ?1
 `
 
 func (q *Queries) TokenGetByID(ctx context.Context, db DBTX, id int64) (*Token, error) {
@@ -206,12 +213,13 @@ func (q *Queries) TokenGetByID(ctx context.Context, db DBTX, id int64) (*Token, 
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
 
 const tokenList = `-- name: TokenList :many
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at FROM tokens
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens
 WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
   AND id > ?2
 ORDER BY id
@@ -245,6 +253,7 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.LastUsedAt,
+			&i.RequestsReserved,
 		); err != nil {
 			return nil, err
 		}
@@ -260,8 +269,10 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 }
 
 const tokenReleaseReserved = `-- name: TokenReleaseReserved :execrows
-UPDATE tokens SET request_count = request_count - ?1
-WHERE id = ?2 AND request_count >= ?1
+UPDATE tokens SET
+  request_count     = request_count - ?1,
+  requests_reserved = requests_reserved - ?1
+WHERE id = ?2 AND requests_reserved >= ?1
 `
 
 type TokenReleaseReservedParams struct {
@@ -294,7 +305,7 @@ func (q *Queries) TokenRevokeAllForProject(ctx context.Context, db DBTX, project
 const tokenSetActive = `-- name: TokenSetActive :one
 UPDATE tokens SET is_active = ?1, updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE id = ?2
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
 `
 
 type TokenSetActiveParams struct {
@@ -317,6 +328,7 @@ func (q *Queries) TokenSetActive(ctx context.Context, db DBTX, arg *TokenSetActi
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }
@@ -324,7 +336,7 @@ func (q *Queries) TokenSetActive(ctx context.Context, db DBTX, arg *TokenSetActi
 const tokenSetMaxRequests = `-- name: TokenSetMaxRequests :one
 UPDATE tokens SET max_requests = ?1, updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE id = ?2
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
 `
 
 type TokenSetMaxRequestsParams struct {
@@ -347,6 +359,7 @@ func (q *Queries) TokenSetMaxRequests(ctx context.Context, db DBTX, arg *TokenSe
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastUsedAt,
+		&i.RequestsReserved,
 	)
 	return &i, err
 }

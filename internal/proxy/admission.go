@@ -14,9 +14,23 @@ import (
 // requests, which no single client's departure may cancel.
 const batchAdmitTimeout = 30 * time.Second
 
-// maxReserve bounds the requests one statement reserves for a token
-// without a limit: at most that many are counted ahead of use.
+// maxReserve bounds the requests one statement reserves for a token: at
+// most that many are counted ahead of use.
 const maxReserve = 4096
+
+// limitShare is the most of what a token's limit leaves that one statement
+// reserves (1/limitShare): requests reserved by one instance are refused to
+// the others until they are used or given back, so a token close to its
+// limit reserves little, and nothing once fewer than limitShare are left.
+const limitShare = 8
+
+// limitWaits bounds how often a request refused for the limit while
+// others' reservations are counted waits for them to be given back.
+const limitWaits = 3
+
+// limitWait is how long a reservation may be counted after a refusal saw
+// it: until its lease ends, the holder's next sweep and its statement.
+const limitWait = service.AdmissionLease + service.AdmissionLease/2 + 25*time.Millisecond
 
 // leaseForgetAfter is how long an ended lease is kept to size the next
 // reservation; a token idle for longer starts again without one.
@@ -36,22 +50,25 @@ const releaseTimeout = 10 * time.Second
 // equals the requests admitted, and a revocation refuses the next
 // statement. A request that finds no statement running goes at once.
 //
-// A token without a limit that is used again while its last statement's
-// answer is fresh gets an admission lease: the statement also reserves
-// (counts) requests, sized by the token's recent traffic, which the queue
+// A token used again while its last statement's answer is fresh gets an
+// admission lease: the statement also reserves (counts) requests, sized by
+// the token's recent traffic and what its limit leaves, which the queue
 // admits without a statement for service.AdmissionLease from before that
 // statement. Changes that would refuse them return only after that
 // (service.AwaitAdmissionLeases), so they still take effect on every
 // instance before they are reported done. Reserved requests not used when
 // the lease ends are given back, so request_count settles on the requests
-// admitted; until then it includes them.
+// admitted; until then it includes them. A limit counts reservations as
+// used, so it is never exceeded; a request it refuses while reservations
+// are counted waits for them to be given back and tries again, so that the
+// limit also admits every request it has room for.
 type admissionQueue struct {
 	admitter service.TokenAdmitter
 	log      *slog.Logger
 
 	mu      sync.Mutex
 	lines   map[string]*admissionLine  // by secret hash, while a statement for it runs
-	leases  map[string]*admissionLease // by secret hash: tokens without a limit in use
+	leases  map[string]*admissionLease // by secret hash: tokens in use
 	unused  map[int64]int64            // reserved requests to give back, by token ID
 	closed  bool
 	stop    chan struct{}
@@ -103,13 +120,9 @@ func newAdmissionQueue(admitter service.TokenAdmitter, log *slog.Logger) *admiss
 
 func (q *admissionQueue) admit(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
 	q.mu.Lock()
-	if lease := q.leases[string(secretHash)]; lease != nil && lease.left > 0 {
-		if now := time.Now(); now.Before(lease.until) && now.Before(lease.token.ExpiresAt) {
-			lease.left--
-			lease.used++
-			q.mu.Unlock()
-			return lease.token, lease.project, nil
-		}
+	if taken, token, project := q.takeLocked(secretHash, 1); taken == 1 {
+		q.mu.Unlock()
+		return token, project, nil
 	}
 	line, busy := q.lines[string(secretHash)]
 	if !busy {
@@ -126,10 +139,11 @@ func (q *admissionQueue) admit(ctx context.Context, secretHash []byte) (*service
 			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), batchAdmitTimeout)
 			defer cancel()
 		}
-		start := time.Now()
-		token, project, err := q.admitter.TokenAdmitByHash(ctx, secretHash, 1, reserve)
-		q.granted(secretHash, start, 1, reserve, token, project, err)
-		return token, project, err
+		admitted, token, project, err := q.admitMany(ctx, secretHash, 1, reserve)
+		if admitted == 1 {
+			return token, project, nil
+		}
+		return nil, nil, err
 	}
 	batch := line.gathering
 	leads := batch == nil
@@ -174,54 +188,151 @@ func (q *admissionQueue) handOver(secretHash []byte, line *admissionLine) {
 }
 
 // run admits as many of the batch's n requests as the token's limit leaves,
-// in the order they arrived. The statement is detached from the leading
-// request's context: the others depend on it.
+// in the order they arrived, from the token's lease first. Its statements
+// are detached from the leading request's context: the others depend on them.
 func (b *admissionBatch) run(ctx context.Context, q *admissionQueue, secretHash []byte, n int64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchAdmitTimeout)
 	defer cancel()
 	q.mu.Lock()
-	reserve := q.reserveLocked(secretHash, n)
+	taken, token, project := q.takeLocked(secretHash, n)
+	reserve := q.reserveLocked(secretHash, n-taken)
 	q.mu.Unlock()
-	var beyondLimit error // the refusal of those a partial admission leaves out
-	for {
-		start := time.Now()
-		token, project, err := q.admitter.TokenAdmitByHash(ctx, secretHash, n, reserve)
-		q.granted(secretHash, start, n, reserve, token, project, err)
-		if err == nil {
-			b.admitted, b.token, b.project, b.err = n, token, project, beyondLimit
-			return
-		}
-		left, ok := errors.AsType[*service.RequestsLeftError](err)
-		if !ok || left.Left >= n {
-			b.err = err
-			return
-		}
-		// Only a token with a limit is short of requests, and it reserves none.
-		n, reserve, beyondLimit = left.Left, 0, service.ErrLimitReached
+	b.admitted, b.token, b.project = taken, token, project
+	if taken == n {
+		return
 	}
+	admitted, token, project, err := q.admitMany(ctx, secretHash, n-taken, reserve)
+	b.admitted += admitted
+	if admitted > 0 {
+		b.token, b.project = token, project
+	}
+	b.err = err
+}
+
+// admitMany admits as many of n requests as the token's limit leaves, with
+// as few statements as it can, the first reserving reserve more. It returns
+// how many it admitted, the token and project as last seen, and the refusal
+// of the others.
+func (q *admissionQueue) admitMany(ctx context.Context, secretHash []byte, n, reserve int64) (admitted int64, token *service.Token, project *service.Project, err error) {
+	ask := n
+	waits, reservedBefore := 0, int64(-1)
+	var short *service.LimitError // the refusal that made ask fewer than the rest
+	for admitted < n {
+		start := time.Now()
+		t, p, err := q.admitter.TokenAdmitByHash(ctx, secretHash, ask, reserve)
+		q.granted(secretHash, start, ask, reserve, t, p, err)
+		if err == nil {
+			admitted, token, project = admitted+ask, t, p
+			ask, reserve = n-admitted, 0
+			if short != nil && short.Reserved == 0 {
+				break // the rest had no room, nor any coming back
+			}
+			continue
+		}
+		limit, ok := errors.AsType[*service.LimitError](err)
+		if !ok {
+			return admitted, token, project, err
+		}
+		if reserve > 0 {
+			reserve = 0 // perhaps the limit leaves room for the requests alone
+			continue
+		}
+		// The token's lease may have requests to spare, or have ended with
+		// requests reserved, which the sweeper gives back only once no
+		// statement for the token runs.
+		q.mu.Lock()
+		taken, t, p := q.takeLocked(secretHash, n-admitted)
+		ended := q.endLeaseLocked(secretHash)
+		q.mu.Unlock()
+		if taken > 0 {
+			admitted, token, project = admitted+taken, t, p
+		}
+		ask = n - admitted
+		switch {
+		case taken > 0:
+		case ended:
+			if err := q.releaseUnused(ctx); err != nil {
+				return admitted, token, project, err
+			}
+		case limit.Left > 0:
+			ask, short = min(limit.Left, ask), limit
+		case limit.Reserved > 0 && waits < limitWaits && (reservedBefore < 0 || limit.Reserved < reservedBefore):
+			// Reserved by other instances: wait for what they do not use.
+			// Reservations that do not come back between two waits are
+			// being used, or were lost with an instance that stopped dead.
+			waits, reservedBefore = waits+1, limit.Reserved
+			select {
+			case <-ctx.Done():
+				return admitted, token, project, ctx.Err()
+			case <-time.After(limitWait):
+			}
+		default:
+			return admitted, token, project, err
+		}
+	}
+	if admitted < n {
+		return admitted, token, project, service.ErrLimitReached
+	}
+	return admitted, token, project, nil
+}
+
+// takeLocked admits up to n requests on the token's lease, if it holds one
+// that has not ended, and returns how many with what the lease was told.
+func (q *admissionQueue) takeLocked(secretHash []byte, n int64) (int64, *service.Token, *service.Project) {
+	lease := q.leases[string(secretHash)]
+	if lease == nil || lease.left == 0 {
+		return 0, nil, nil
+	}
+	if now := time.Now(); !now.Before(lease.until) || !now.Before(lease.token.ExpiresAt) {
+		return 0, nil, nil
+	}
+	taken := min(n, lease.left)
+	lease.left -= taken
+	lease.used += taken
+	return taken, lease.token, lease.project
+}
+
+// endLeaseLocked moves what the token's ended lease still holds to the
+// requests to give back, and reports whether there was any.
+func (q *admissionQueue) endLeaseLocked(secretHash []byte) bool {
+	lease := q.leases[string(secretHash)]
+	if lease == nil || lease.left == 0 || time.Now().Before(lease.until) {
+		return false
+	}
+	q.unused[lease.token.ID] += lease.left
+	lease.left = 0
+	return true
 }
 
 // reserveLocked is how many requests the token's next statement, admitting
 // n, should reserve: none for a token not used lately (so a token used now
 // and then is counted request by request), else about twice what it used
-// under its last lease, less what it still holds.
+// under its last lease, less what it still holds, and at most 1/limitShare
+// of what its limit left then.
 func (q *admissionQueue) reserveLocked(secretHash []byte, n int64) int64 {
 	lease := q.leases[string(secretHash)]
 	if lease == nil || q.closed {
 		return 0
 	}
-	return max(0, min(2*(lease.used+n), maxReserve)-lease.left)
+	reserve := min(2*(lease.used+n), maxReserve) - lease.left
+	if limit := lease.token.MaxRequests; limit != nil {
+		reserve = min(reserve, (*limit-lease.token.RequestCount-n)/limitShare)
+	}
+	return max(0, reserve)
 }
 
-// granted takes in a statement's answer: a token without a limit gets (or
-// keeps) its lease, with the reserved requests added; a refusal or error
-// ends the lease, and a limit means nothing was reserved.
+// granted takes in a statement's answer: the token gets (or keeps) its
+// lease, with the reserved requests added. A refusal by the limit leaves
+// the lease as it is; any other refusal or error ends it.
 func (q *admissionQueue) granted(secretHash []byte, start time.Time, n, reserve int64, token *service.Token, project *service.Project, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	lease := q.leases[string(secretHash)]
-	if err != nil || token.MaxRequests != nil || q.closed {
-		if err == nil && token.MaxRequests == nil && reserve > 0 {
+	if errors.Is(err, service.ErrLimitReached) {
+		return
+	}
+	if err != nil || q.closed {
+		if err == nil && reserve > 0 {
 			q.unused[token.ID] += reserve // closed meanwhile: give it back
 		}
 		if lease != nil {

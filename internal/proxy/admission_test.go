@@ -42,20 +42,18 @@ func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, secretHash []byte,
 		a.ctxErrs++
 		return nil, nil, ctx.Err()
 	}
+	counted := a.count + a.reserved - a.released
 	switch {
 	case a.refusal != nil:
 		return nil, nil, a.refusal
-	case a.max > 0 && a.count >= a.max:
-		return nil, nil, service.ErrLimitReached
-	case a.max > 0 && a.count+n > a.max:
-		return nil, nil, &service.RequestsLeftError{Left: a.max - a.count}
+	case a.max > 0 && counted+n+reserve > a.max:
+		return nil, nil, &service.LimitError{Left: max(0, a.max-counted), Reserved: a.reserved - a.released}
 	}
 	a.count += n
-	token := &service.Token{ID: 1, RequestCount: a.count, ExpiresAt: time.Now().Add(time.Hour)}
+	a.reserved += reserve
+	token := &service.Token{ID: 1, RequestCount: counted + n + reserve, RequestsReserved: a.reserved - a.released, ExpiresAt: time.Now().Add(time.Hour)}
 	if a.max > 0 {
 		token.MaxRequests = &a.max
-	} else {
-		a.reserved += reserve
 	}
 	return token, &service.Project{ID: 1}, nil
 }
@@ -366,16 +364,107 @@ func TestAdmissionQueueRefusalEndsLease(t *testing.T) {
 	}
 }
 
-func TestAdmissionQueueReservesNothingForTokenWithLimit(t *testing.T) {
-	a := newGatedAdmitter(100)
-	q := newTestQueue(t, a)
-	for range 3 {
-		if !admitNow(t, q, a) {
-			t.Fatal("a request of a token with a limit was admitted without a statement")
+func TestAdmissionQueueReservesAShareOfWhatTheLimitLeaves(t *testing.T) {
+	for _, c := range []struct {
+		limit int64
+		want  []int64 // reserves of four statements in a row
+	}{
+		{1000, []int64{0, 4}},     // twice the use: the limit leaves plenty
+		{20, []int64{0, 2, 1, 1}}, // (20-1-1)/8, then (20-4-1)/8 and (20-6-1)/8
+		{9, []int64{0, 0, 0, 0}},  // (9-1-1)/8: fewer than 8 left, no reservation
+	} {
+		a := newGatedAdmitter(c.limit)
+		q := newTestQueue(t, a)
+		for len(a.reserves) < len(c.want) {
+			admitNow(t, q, a)
+		}
+		if !slices.Equal(a.reserves, c.want) {
+			t.Errorf("limit %d: statements reserved %v, want %v", c.limit, a.reserves, c.want)
 		}
 	}
-	if len(q.leases) != 0 {
-		t.Errorf("%d leases for a token with a limit", len(q.leases))
+}
+
+// openGate lets every statement of a run at once.
+func openGate(a *gatedAdmitter) {
+	close(a.gate)
+	go func() {
+		for range a.started {
+		}
+	}()
+}
+
+func TestAdmissionQueueLimitWaitsForOthersReservations(t *testing.T) {
+	a := newGatedAdmitter(10)
+	a.count, a.reserved = 7, 3 // another instance holds the last 3
+	openGate(a)
+	q := newTestQueue(t, a)
+	go func() {
+		time.Sleep(service.AdmissionLease)
+		a.mu.Lock()
+		a.released += 2 // its lease ended with 2 unused
+		a.mu.Unlock()
+	}()
+	results := make([]chan admitResult, 3)
+	for i := range results {
+		results[i] = admitInBackground(q, t.Context())
+	}
+	var admitted int
+	for _, r := range results {
+		got := <-r
+		switch {
+		case got.err == nil:
+			admitted++
+		case !errors.Is(got.err, service.ErrLimitReached):
+			t.Errorf("admission: %v, want admitted or ErrLimitReached", got.err)
+		}
+	}
+	if admitted != 2 {
+		t.Errorf("%d admitted, want the 2 given back", admitted)
+	}
+	if got := a.counted(); got != 10 {
+		t.Errorf("token counts %d, want its limit 10", got)
+	}
+}
+
+func TestAdmissionQueueLimitGivesUpOnReservationsNotGivenBack(t *testing.T) {
+	a := newGatedAdmitter(10)
+	a.count, a.reserved = 7, 3 // lost with an instance killed
+	openGate(a)
+	q := newTestQueue(t, a)
+	start := time.Now()
+	if _, _, err := q.admit(t.Context(), []byte("hash")); !errors.Is(err, service.ErrLimitReached) {
+		t.Fatalf("admission: %v, want ErrLimitReached", err)
+	}
+	// One wait shows nothing comes back; more would only delay every refusal.
+	if elapsed := time.Since(start); elapsed >= 2*limitWait {
+		t.Errorf("refusal took %v, want one wait of %v", elapsed, limitWait)
+	}
+}
+
+func TestAdmissionQueueLimitUsesOwnEndedLeasesReservation(t *testing.T) {
+	a := newGatedAdmitter(100)
+	q := newTestQueue(t, a)
+	admitNow(t, q, a)
+	admitNow(t, q, a) // reserves 4
+	a.mu.Lock()
+	a.max = a.count + a.reserved // nothing left but what the lease holds
+	a.mu.Unlock()
+	time.Sleep(service.AdmissionLease) // the lease ends, still holding 4
+	q.mu.Lock()
+	q.lines["hash"] = &admissionLine{} // a statement runs: the sweeper keeps off
+	q.mu.Unlock()
+	openGate(a)
+	result := admitInBackground(q, t.Context())
+	waitFor(t, func() bool { return queuedRequests(q) == 1 })
+	q.handOver([]byte("hash"), q.lines["hash"])
+	if got := <-result; got.err != nil {
+		t.Fatalf("admission with 4 reserved by its own ended lease: %v, want admitted", got.err)
+	}
+	if err := q.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.counted(); got != 3 {
+		t.Errorf("token counts %d, want the 3 admitted", got)
 	}
 }
 

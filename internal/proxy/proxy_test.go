@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -509,6 +510,59 @@ func TestRequestLimitIsExactUnderConcurrency(t *testing.T) {
 		}
 		if events := e.usageEvents(t); len(events) != limit {
 			t.Errorf("%d usage events, want %d", len(events), limit)
+		}
+	})
+}
+
+// TestRequestLimitWaitsForOtherInstancesReservations: the limit counts what
+// another instance reserved; a request it refuses waits for what that
+// instance gives back unused, so every request the limit has room for is
+// admitted, and no more.
+func TestRequestLimitWaitsForOtherInstancesReservations(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		const limit, otherReserved = 30, 5
+		e := newEnv(t, b, envOptions{})
+		p, _ := e.project(t)
+		tok, secret := e.token(t, p.ID, tokenOptions{maxRequests: limit})
+		other := e.store.(service.TokenAdmitter)
+		if _, _, err := other.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, otherReserved); err != nil {
+			t.Fatalf("the other instance's admission: %v", err)
+		}
+		go func() {
+			// Its lease ends unused: it gives its reservation back, as its
+			// sweeper would, after the clients have used all else.
+			time.Sleep(service.AdmissionLease + service.AdmissionLease/2)
+			if err := other.TokenReleaseReserved(context.Background(), tok.ID, otherReserved); err != nil {
+				t.Errorf("the other instance's release: %v", err)
+			}
+		}()
+
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
+					resp, err := e.client.Do(e.request(t, http.MethodPost, "/v1/chat/completions", secret, strings.NewReader(chatBody)))
+					if err != nil {
+						t.Errorf("request: %v", err)
+						return
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						assertAPIError(t, resp, body, http.StatusTooManyRequests, "rate_limit_error", "request_limit_exceeded")
+						return
+					}
+					admitted.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if got := admitted.Load(); got != limit-1 {
+			t.Errorf("%d admitted before the first refusals, want all the %d the other instance left", got, limit-1)
+		}
+		if got := e.requestCount(t, tok.ID); got != limit {
+			t.Errorf("request_count = %d, want %d", got, limit)
 		}
 	})
 }

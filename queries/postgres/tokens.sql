@@ -33,25 +33,28 @@ RETURNING *;
 -- name: TokenAdmitByHash :one
 -- TokenAdmit of n requests at once (all or none) by the secret's hash, also
 -- returning the token's project, so the proxy authenticates and admits in one
--- round trip. A token without a limit also counts reserve requests the proxy
--- may admit later.
+-- round trip. It also counts, and notes as reserved, reserve requests the
+-- proxy may admit later; a limit must leave room for them too.
 WITH arg AS (SELECT @n::bigint AS n, @reserve::bigint AS reserve)
 UPDATE tokens SET
-  request_count = tokens.request_count + arg.n + CASE WHEN tokens.max_requests IS NULL THEN arg.reserve ELSE 0 END,
-  last_used_at  = now()
+  request_count     = tokens.request_count + arg.n + arg.reserve,
+  requests_reserved = tokens.requests_reserved + arg.reserve,
+  last_used_at      = now()
 FROM projects p, arg
 WHERE tokens.secret_hash = @secret_hash
   AND p.id = tokens.project_id
   AND p.is_active
   AND tokens.is_active
   AND tokens.expires_at > now()
-  AND (tokens.max_requests IS NULL OR tokens.request_count + arg.n <= tokens.max_requests)
+  AND (tokens.max_requests IS NULL OR tokens.request_count + arg.n + arg.reserve <= tokens.max_requests)
 RETURNING sqlc.embed(tokens), sqlc.embed(p);
 
 -- name: TokenReleaseReserved :execrows
 -- Gives back requests TokenAdmitByHash reserved and the proxy did not use.
-UPDATE tokens SET request_count = request_count - @n::bigint
-WHERE id = @id AND request_count >= @n::bigint;
+UPDATE tokens SET
+  request_count     = request_count - @n::bigint,
+  requests_reserved = requests_reserved - @n::bigint
+WHERE id = @id AND requests_reserved >= @n::bigint;
 
 -- name: TokenSetActive :one
 UPDATE tokens SET is_active = @is_active, updated_at = now()

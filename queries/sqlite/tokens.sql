@@ -33,18 +33,20 @@ RETURNING *;
 -- name: TokenAdmitByHash :one
 -- TokenAdmit of n requests at once (all or none) by the secret's hash, also
 -- returning the token's project, so the proxy authenticates and admits with
--- one statement. A token without a limit also counts reserve requests the
--- proxy may admit later. SQLite's RETURNING cannot read an UPDATE ... FROM
--- table, hence a subquery per project column.
+-- one statement. It also counts, and notes as reserved, reserve requests the
+-- proxy may admit later; a limit must leave room for them too. SQLite's
+-- RETURNING cannot read an UPDATE ... FROM table, hence a subquery per
+-- project column.
 UPDATE tokens SET
-  request_count = request_count + sqlc.arg(n) + CASE WHEN max_requests IS NULL THEN sqlc.arg(reserve) ELSE 0 END,
-  last_used_at  = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+  request_count     = request_count + sqlc.arg(n) + sqlc.arg(reserve),
+  requests_reserved = requests_reserved + sqlc.arg(reserve),
+  last_used_at      = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE tokens.secret_hash = sqlc.arg(secret_hash)
   AND is_active = 1
   AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
-  AND (max_requests IS NULL OR request_count + sqlc.arg(n) <= max_requests)
+  AND (max_requests IS NULL OR request_count + sqlc.arg(n) + sqlc.arg(reserve) <= max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at,
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved,
   (SELECT p.name FROM projects p WHERE p.id = tokens.project_id) AS project_name,
   (SELECT p.api_key_ciphertext FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_ciphertext,
   (SELECT p.api_key_hint FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_hint,
@@ -53,8 +55,10 @@ RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, r
 
 -- name: TokenReleaseReserved :execrows
 -- Gives back requests TokenAdmitByHash reserved and the proxy did not use.
-UPDATE tokens SET request_count = request_count - sqlc.arg(n)
-WHERE id = sqlc.arg(id) AND request_count >= sqlc.arg(n);
+UPDATE tokens SET
+  request_count     = request_count - sqlc.arg(n),
+  requests_reserved = requests_reserved - sqlc.arg(n)
+WHERE id = sqlc.arg(id) AND requests_reserved >= sqlc.arg(n);
 
 -- name: TokenSetActive :one
 UPDATE tokens SET is_active = sqlc.arg(is_active), updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)

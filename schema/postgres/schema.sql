@@ -25,10 +25,14 @@ CREATE TABLE tokens (
   created_at    timestamptz NOT NULL DEFAULT now(),
   updated_at    timestamptz NOT NULL DEFAULT now(),
   last_used_at  timestamptz NULL,
+  -- Of request_count, requests reserved by proxies for admission leases and
+  -- not yet used or given back (see service.AdmissionLease).
+  requests_reserved bigint NOT NULL DEFAULT 0,
   CONSTRAINT tokens_secret_hash_key UNIQUE (secret_hash),
   CONSTRAINT tokens_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id),
   CONSTRAINT tokens_max_requests_positive CHECK (max_requests IS NULL OR max_requests > 0),
-  CONSTRAINT tokens_request_count_non_negative CHECK (request_count >= 0)
+  CONSTRAINT tokens_request_count_non_negative CHECK (request_count >= 0),
+  CONSTRAINT tokens_requests_reserved_counted CHECK (requests_reserved >= 0 AND requests_reserved <= request_count)
 );
 CREATE INDEX tokens_project_id_idx ON tokens (project_id, id);
 

@@ -27,9 +27,13 @@ CREATE TABLE tokens (
   created_at    INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
   updated_at    INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
   last_used_at  INTEGER,
+  -- Of request_count, requests reserved by proxies for admission leases and
+  -- not yet used or given back (see service.AdmissionLease).
+  requests_reserved INTEGER NOT NULL DEFAULT 0,
   CONSTRAINT tokens_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id),
   CONSTRAINT tokens_max_requests_positive CHECK (max_requests IS NULL OR max_requests > 0),
   CONSTRAINT tokens_request_count_non_negative CHECK (request_count >= 0),
+  CONSTRAINT tokens_requests_reserved_counted CHECK (requests_reserved >= 0 AND requests_reserved <= request_count),
   CONSTRAINT tokens_is_active_bool CHECK (is_active IN (0, 1))
 ) STRICT;
 CREATE UNIQUE INDEX tokens_secret_hash_key ON tokens (secret_hash);

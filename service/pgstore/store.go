@@ -300,14 +300,13 @@ func (s *Store) TokenList(ctx context.Context, p *service.TokenListParams) ([]*s
 // TokenAdmit counts the request with one conditional UPDATE; only when it
 // refuses are the token and project read, to say why.
 func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error) {
-	row, err := s.q.TokenAdmit(ctx, s.db, id)
-	if err == nil {
-		return tokenFromRow(row), nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
+	row, err := service.AdmitOrExplain(ctx, s, 1, func() (*pgdb.Token, bool, error) {
+		return matched(s.q.TokenAdmit(ctx, s.db, id))
+	}, func() (int64, error) { return id, nil })
+	if err != nil {
 		return nil, s.fail(err)
 	}
-	return nil, service.ExplainAdmissionRefusal(ctx, s, id)
+	return tokenFromRow(row), nil
 }
 
 // TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE ... FROM projects
@@ -317,18 +316,28 @@ func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, rese
 	if n < 1 || reserve < 0 {
 		return nil, nil, fmt.Errorf("%w: admit %d requests reserving %d", service.ErrInvalid, n, reserve)
 	}
-	row, err := s.q.TokenAdmitByHash(ctx, s.db, &pgdb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash})
-	if err == nil {
-		return tokenFromRow(&row.Token), projectFromRow(&row.Project), nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
+	row, err := service.AdmitOrExplain(ctx, s, n+reserve, func() (*pgdb.TokenAdmitByHashRow, bool, error) {
+		return matched(s.q.TokenAdmitByHash(ctx, s.db, &pgdb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash}))
+	}, func() (int64, error) {
+		token, err := s.TokenGetByHash(ctx, secretHash)
+		if err != nil {
+			return 0, err
+		}
+		return token.ID, nil
+	})
+	if err != nil {
 		return nil, nil, s.fail(err)
 	}
-	token, err := s.TokenGetByHash(ctx, secretHash)
-	if err != nil {
-		return nil, nil, err
+	return tokenFromRow(&row.Token), projectFromRow(&row.Project), nil
+}
+
+// matched adapts a :one query's result to AdmitOrExplain: no row is a
+// refusal, not an error.
+func matched[T any](row T, err error) (T, bool, error) {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return row, false, nil
 	}
-	return nil, nil, service.ExplainBatchRefusal(ctx, s, token.ID, n)
+	return row, err == nil, err
 }
 
 func (s *Store) TokenReleaseReserved(ctx context.Context, tokenID, n int64) error {

@@ -43,17 +43,18 @@ func projectFromRow(r *sqlitedb.Project) *service.Project {
 
 func tokenFromRow(r *sqlitedb.Token) *service.Token {
 	return &service.Token{
-		ID:           r.ID,
-		ProjectID:    r.ProjectID,
-		SecretHash:   r.SecretHash,
-		TokenPrefix:  r.TokenPrefix,
-		ExpiresAt:    fromMillis(r.ExpiresAt),
-		MaxRequests:  r.MaxRequests,
-		RequestCount: r.RequestCount,
-		IsActive:     r.IsActive,
-		CreatedAt:    fromMillis(r.CreatedAt),
-		UpdatedAt:    fromMillis(r.UpdatedAt),
-		LastUsedAt:   fromMillisPtr(r.LastUsedAt),
+		ID:               r.ID,
+		ProjectID:        r.ProjectID,
+		SecretHash:       r.SecretHash,
+		TokenPrefix:      r.TokenPrefix,
+		ExpiresAt:        fromMillis(r.ExpiresAt),
+		MaxRequests:      r.MaxRequests,
+		RequestCount:     r.RequestCount,
+		IsActive:         r.IsActive,
+		CreatedAt:        fromMillis(r.CreatedAt),
+		UpdatedAt:        fromMillis(r.UpdatedAt),
+		LastUsedAt:       fromMillisPtr(r.LastUsedAt),
+		RequestsReserved: r.RequestsReserved,
 	}
 }
 
@@ -61,17 +62,18 @@ func tokenFromRow(r *sqlitedb.Token) *service.Token {
 // which the admission found active.
 func tokenAdmitByHashFromRow(r *sqlitedb.TokenAdmitByHashRow) (*service.Token, *service.Project) {
 	token := tokenFromRow(&sqlitedb.Token{
-		ID:           r.ID,
-		ProjectID:    r.ProjectID,
-		SecretHash:   r.SecretHash,
-		TokenPrefix:  r.TokenPrefix,
-		ExpiresAt:    r.ExpiresAt,
-		MaxRequests:  r.MaxRequests,
-		RequestCount: r.RequestCount,
-		IsActive:     r.IsActive,
-		CreatedAt:    r.CreatedAt,
-		UpdatedAt:    r.UpdatedAt,
-		LastUsedAt:   r.LastUsedAt,
+		ID:               r.ID,
+		ProjectID:        r.ProjectID,
+		SecretHash:       r.SecretHash,
+		TokenPrefix:      r.TokenPrefix,
+		ExpiresAt:        r.ExpiresAt,
+		MaxRequests:      r.MaxRequests,
+		RequestCount:     r.RequestCount,
+		IsActive:         r.IsActive,
+		CreatedAt:        r.CreatedAt,
+		UpdatedAt:        r.UpdatedAt,
+		LastUsedAt:       r.LastUsedAt,
+		RequestsReserved: r.RequestsReserved,
 	})
 	project := projectFromRow(&sqlitedb.Project{
 		ID:               r.ProjectID,

@@ -123,17 +123,18 @@ type (
 		UpdatedAt        int64  `json:"updated_at"`
 	}
 	tokenFullRow struct {
-		ID           int64  `json:"id"`
-		ProjectID    int64  `json:"project_id"`
-		SecretHash   string `json:"secret_hash"`
-		TokenPrefix  string `json:"token_prefix"`
-		ExpiresAt    int64  `json:"expires_at"`
-		MaxRequests  *int64 `json:"max_requests"`
-		RequestCount int64  `json:"request_count"`
-		IsActive     bool   `json:"is_active"`
-		CreatedAt    int64  `json:"created_at"`
-		UpdatedAt    int64  `json:"updated_at"`
-		LastUsedAt   *int64 `json:"last_used_at"`
+		ID               int64  `json:"id"`
+		ProjectID        int64  `json:"project_id"`
+		SecretHash       string `json:"secret_hash"`
+		TokenPrefix      string `json:"token_prefix"`
+		ExpiresAt        int64  `json:"expires_at"`
+		MaxRequests      *int64 `json:"max_requests"`
+		RequestCount     int64  `json:"request_count"`
+		IsActive         bool   `json:"is_active"`
+		CreatedAt        int64  `json:"created_at"`
+		UpdatedAt        int64  `json:"updated_at"`
+		LastUsedAt       *int64 `json:"last_used_at"`
+		RequestsReserved int64  `json:"requests_reserved"`
 	}
 	usageFullRow struct {
 		ID int64 `json:"id"`
@@ -180,17 +181,18 @@ func (s *Store) ProjectInsertFullMany(ctx context.Context, rows []*service.Proje
 func (s *Store) TokenInsertFullMany(ctx context.Context, rows []*service.Token) error {
 	return insertJSONRows(ctx, s, s.q.TokenInsertFullMany, rows, func(r *service.Token) tokenFullRow {
 		return tokenFullRow{
-			ID:           r.ID,
-			ProjectID:    r.ProjectID,
-			SecretHash:   hex.EncodeToString(r.SecretHash),
-			TokenPrefix:  r.TokenPrefix,
-			ExpiresAt:    r.ExpiresAt.UnixMilli(),
-			MaxRequests:  r.MaxRequests,
-			RequestCount: r.RequestCount,
-			IsActive:     r.IsActive,
-			CreatedAt:    r.CreatedAt.UnixMilli(),
-			UpdatedAt:    r.UpdatedAt.UnixMilli(),
-			LastUsedAt:   toMillisPtr(r.LastUsedAt),
+			ID:               r.ID,
+			ProjectID:        r.ProjectID,
+			SecretHash:       hex.EncodeToString(r.SecretHash),
+			TokenPrefix:      r.TokenPrefix,
+			ExpiresAt:        r.ExpiresAt.UnixMilli(),
+			MaxRequests:      r.MaxRequests,
+			RequestCount:     r.RequestCount,
+			IsActive:         r.IsActive,
+			CreatedAt:        r.CreatedAt.UnixMilli(),
+			UpdatedAt:        r.UpdatedAt.UnixMilli(),
+			LastUsedAt:       toMillisPtr(r.LastUsedAt),
+			RequestsReserved: r.RequestsReserved,
 		}
 	})
 }

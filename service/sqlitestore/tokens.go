@@ -65,14 +65,13 @@ func (s *Store) TokenList(ctx context.Context, params *service.TokenListParams) 
 // TokenAdmit is on every proxied request: one UPDATE ... RETURNING decides,
 // and only a refusal costs the extra reads that explain it.
 func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error) {
-	row, err := s.q.TokenAdmit(ctx, s.writes(), id)
-	if err == nil {
-		return tokenFromRow(row), nil
+	row, err := service.AdmitOrExplain(ctx, s, 1, func() (*sqlitedb.Token, bool, error) {
+		return matched(s.q.TokenAdmit(ctx, s.writes(), id))
+	}, func() (int64, error) { return id, nil })
+	if err != nil {
+		return nil, err
 	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return nil, mapError(err)
-	}
-	return nil, service.ExplainAdmissionRefusal(ctx, s, id)
+	return tokenFromRow(row), nil
 }
 
 // TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE finds the token by
@@ -81,19 +80,29 @@ func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, rese
 	if n < 1 || reserve < 0 {
 		return nil, nil, fmt.Errorf("%w: admit %d requests reserving %d", service.ErrInvalid, n, reserve)
 	}
-	row, err := s.q.TokenAdmitByHash(ctx, s.writes(), &sqlitedb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash})
-	if err == nil {
-		token, project := tokenAdmitByHashFromRow(row)
-		return token, project, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, mapError(err)
-	}
-	token, err := s.TokenGetByHash(ctx, secretHash)
+	row, err := service.AdmitOrExplain(ctx, s, n+reserve, func() (*sqlitedb.TokenAdmitByHashRow, bool, error) {
+		return matched(s.q.TokenAdmitByHash(ctx, s.writes(), &sqlitedb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash}))
+	}, func() (int64, error) {
+		token, err := s.TokenGetByHash(ctx, secretHash)
+		if err != nil {
+			return 0, err
+		}
+		return token.ID, nil
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return nil, nil, service.ExplainBatchRefusal(ctx, s, token.ID, n)
+	token, project := tokenAdmitByHashFromRow(row)
+	return token, project, nil
+}
+
+// matched adapts a :one query's result to AdmitOrExplain: no row is a
+// refusal, not an error.
+func matched[T any](row T, err error) (T, bool, error) {
+	if errors.Is(err, sql.ErrNoRows) {
+		return row, false, nil
+	}
+	return row, err == nil, mapError(err)
 }
 
 func (s *Store) TokenReleaseReserved(ctx context.Context, tokenID, n int64) error {

@@ -170,19 +170,18 @@ var tokenAdmitByHashCases = []struct {
 			t.Fatal(err)
 		}
 		got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3, 0)
-		left, ok := errors.AsType[*service.RequestsLeftError](err)
-		if !ok || left.Left != 2 || !errors.Is(err, service.ErrLimitReached) || got != nil || project != nil {
-			t.Fatalf("admitting 3 with 2 left = %v, %v, %v; want a *RequestsLeftError{Left: 2} that is ErrLimitReached", got, project, err)
+		left, ok := errors.AsType[*service.LimitError](err)
+		if !ok || *left != (service.LimitError{Left: 2}) || !errors.Is(err, service.ErrLimitReached) || got != nil || project != nil {
+			t.Fatalf("admitting 3 with 2 left = %v, %v, %v; want a *LimitError{Left: 2} that is ErrLimitReached", got, project, err)
 		}
 		assertRequestCount(t, s, tok.ID, 3)
 		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 2, 0); err != nil {
 			t.Fatal(err)
 		}
-		// None left: the plain sentinel, whatever n is.
 		for _, n := range []int64{1, 4} {
 			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n, 0)
-			if _, ok := errors.AsType[*service.RequestsLeftError](err); ok || !errors.Is(err, service.ErrLimitReached) {
-				t.Errorf("admitting %d with none left: %v, want ErrLimitReached", n, err)
+			if left, ok := errors.AsType[*service.LimitError](err); !ok || *left != (service.LimitError{}) {
+				t.Errorf("admitting %d with none left: %v, want a *LimitError with none left and none reserved", n, err)
 			}
 		}
 		assertRequestCount(t, s, tok.ID, 5)
@@ -214,8 +213,8 @@ var tokenAdmitByHashCases = []struct {
 			n := rand.Int64N(5) + 1
 			for {
 				_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n, 0)
-				left, ok := errors.AsType[*service.RequestsLeftError](err)
-				if !ok {
+				left, ok := errors.AsType[*service.LimitError](err)
+				if !ok || left.Left == 0 {
 					return n, err
 				}
 				n = left.Left // fewer fit: take what is left, if still there

@@ -73,7 +73,8 @@ func assertProjectUpdated(t *testing.T, got, before *service.Project, change fun
 func assertTokenEqual(t *testing.T, got, want *service.Token) {
 	t.Helper()
 	if got.ID != want.ID || got.ProjectID != want.ProjectID || !bytes.Equal(got.SecretHash, want.SecretHash) ||
-		got.TokenPrefix != want.TokenPrefix || got.RequestCount != want.RequestCount || got.IsActive != want.IsActive {
+		got.TokenPrefix != want.TokenPrefix || got.RequestCount != want.RequestCount || got.IsActive != want.IsActive ||
+		got.RequestsReserved != want.RequestsReserved {
 		t.Errorf("token = %+v, want %+v", got, want)
 	}
 	if !equalPtr(got.MaxRequests, want.MaxRequests) {

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -19,22 +20,33 @@ var admissionLeaseCases = []struct {
 		if err != nil {
 			t.Fatalf("TokenAdmitByHash(n=2, reserve=5): %v", err)
 		}
-		if got.MaxRequests != nil || got.RequestCount != 7 {
-			t.Errorf("returned MaxRequests %v, RequestCount %d; want nil, 7", got.MaxRequests, got.RequestCount)
+		if got.MaxRequests != nil || got.RequestCount != 7 || got.RequestsReserved != 5 {
+			t.Errorf("returned MaxRequests %v, RequestCount %d, RequestsReserved %d; want nil, 7, 5", got.MaxRequests, got.RequestCount, got.RequestsReserved)
 		}
-		assertRequestCount(t, s, tok.ID, 7)
+		assertTokenEqual(t, got, getToken(t, s, tok.ID))
 	}},
-	{"ReservesNothingForTokenWithLimit", func(t *testing.T, s admitter) {
-		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(3))
-		// The limit applies to n alone: reserve is ignored, not refused.
-		got, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3, 5)
-		if err != nil {
-			t.Fatalf("TokenAdmitByHash(n=3, reserve=5) under a limit of 3: %v", err)
+	{"LimitCountsReservations", func(t *testing.T, s admitter) {
+		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(10))
+		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 2, 5); err != nil {
+			t.Fatalf("TokenAdmitByHash(n=2, reserve=5) under a limit of 10: %v", err)
 		}
-		if got.RequestCount != 3 {
-			t.Errorf("returned RequestCount %d, want 3", got.RequestCount)
+		// 3 left: neither 2 with 2 reserved nor 4 fit, and nothing is counted.
+		for _, c := range [][2]int64{{2, 2}, {4, 0}} {
+			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, c[0], c[1])
+			if left, ok := errors.AsType[*service.LimitError](err); !ok || *left != (service.LimitError{Left: 3, Reserved: 5}) {
+				t.Errorf("TokenAdmitByHash(n=%d, reserve=%d) with 3 left and 5 reserved: %v, want *LimitError{Left: 3, Reserved: 5}", c[0], c[1], err)
+			}
 		}
-		assertRequestCount(t, s, tok.ID, 3)
+		got, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 2)
+		if err != nil || got.RequestCount != 10 || got.RequestsReserved != 7 {
+			t.Fatalf("TokenAdmitByHash(n=1, reserve=2) with 3 left = %+v, %v; want RequestCount 10, RequestsReserved 7", got, err)
+		}
+		if err := s.TokenReleaseReserved(t.Context(), tok.ID, 7); err != nil {
+			t.Fatalf("TokenReleaseReserved(7): %v", err)
+		}
+		if got := getToken(t, s, tok.ID); got.RequestCount != 3 || got.RequestsReserved != 0 {
+			t.Errorf("after giving back all reserved: RequestCount %d, RequestsReserved %d; want 3, 0", got.RequestCount, got.RequestsReserved)
+		}
 	}},
 	{"RefusesNegativeReserve", func(t *testing.T, s admitter) {
 		tok := newToken(t, s, newProject(t, s).ID)
@@ -51,7 +63,8 @@ var admissionLeaseCases = []struct {
 			t.Fatalf("TokenReleaseReserved(4): %v", err)
 		}
 		assertRequestCount(t, s, tok.ID, 6)
-		for _, n := range []int64{7, 0, -1} {
+		// 6 counted, of which 5 reserved: the one admitted is not given back.
+		for _, n := range []int64{6, 0, -1} {
 			err := s.TokenReleaseReserved(t.Context(), tok.ID, n)
 			requireErrorIs(t, "TokenReleaseReserved", err, service.ErrInvalid)
 		}
