@@ -58,13 +58,21 @@ func AdmitOrExplain[T any](ctx context.Context, s Store, n int64, admit func() (
 	}
 }
 
-// ExplainReleaseRefusal explains why TokenReleaseReserved took nothing
-// off: the token does not exist (ErrNotFound), or has fewer than n reserved.
-func ExplainReleaseRefusal(ctx context.Context, s Store, tokenID, n int64) error {
+// CheckSettlement refuses a TokenSettleReserved that could never apply.
+func CheckSettlement(reserved, unused int64) error {
+	if reserved < 1 || unused < 0 || unused > reserved {
+		return fmt.Errorf("%w: settle %d reserved requests, %d unused", ErrInvalid, reserved, unused)
+	}
+	return nil
+}
+
+// ExplainSettlementRefusal explains why TokenSettleReserved took nothing
+// off: the token does not exist (ErrNotFound), or has fewer reserved.
+func ExplainSettlementRefusal(ctx context.Context, s Store, tokenID, reserved int64) error {
 	if _, err := s.TokenGetByID(ctx, tokenID); err != nil {
 		return err
 	}
-	return fmt.Errorf("%w: token %d has fewer than %d requests reserved", ErrInvalid, tokenID, n)
+	return fmt.Errorf("%w: token %d has fewer than %d requests reserved", ErrInvalid, tokenID, reserved)
 }
 
 // AdmissionRefusal explains why TokenAdmit counted nothing, given the token

@@ -62,16 +62,18 @@ type TokenAdmitter interface {
 	// admission saw it. It also reserves reserve ≥ 0 more requests: counts
 	// them in RequestCount and RequestsReserved. The caller may admit them
 	// without asking again for at most AdmissionLease from before the call,
-	// and must give back with TokenReleaseReserved those it does not.
+	// and must settle them with TokenSettleReserved when the lease ends.
 	//
 	// It counts all n + reserve or nothing: it returns ErrNotFound for an
 	// unknown hash, TokenAdmit's errors otherwise, and a *LimitError when the
 	// limit leaves fewer than n + reserve.
 	TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*Token, *Project, error)
-	// TokenReleaseReserved takes n reserved and unused requests off the
-	// token's RequestCount and RequestsReserved. It returns ErrNotFound for
-	// an unknown token and ErrInvalid when n < 1 or fewer than n are reserved.
-	TokenReleaseReserved(ctx context.Context, tokenID, n int64) error
+	// TokenSettleReserved takes reserved requests off the token's
+	// RequestsReserved, and the unused ones of them off its RequestCount:
+	// those used stay counted as admitted. It returns ErrNotFound for an
+	// unknown token and ErrInvalid unless 0 ≤ unused ≤ reserved, 1 ≤ reserved
+	// and at least reserved are reserved.
+	TokenSettleReserved(ctx context.Context, tokenID, reserved, unused int64) error
 }
 
 // AdmissionLease is how long a proxy may go on admitting the requests a

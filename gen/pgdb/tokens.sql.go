@@ -249,27 +249,6 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 	return items, nil
 }
 
-const tokenReleaseReserved = `-- name: TokenReleaseReserved :execrows
-UPDATE tokens SET
-  request_count     = request_count - $1::bigint,
-  requests_reserved = requests_reserved - $1::bigint
-WHERE id = $2 AND requests_reserved >= $1::bigint
-`
-
-type TokenReleaseReservedParams struct {
-	N  int64
-	ID int64
-}
-
-// Gives back requests TokenAdmitByHash reserved and the proxy did not use.
-func (q *Queries) TokenReleaseReserved(ctx context.Context, db DBTX, arg *TokenReleaseReservedParams) (int64, error) {
-	result, err := db.Exec(ctx, tokenReleaseReserved, arg.N, arg.ID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
 const tokenRevokeAllForProject = `-- name: TokenRevokeAllForProject :execrows
 UPDATE tokens SET is_active = false, updated_at = now()
 WHERE project_id = $1 AND is_active
@@ -343,4 +322,27 @@ func (q *Queries) TokenSetMaxRequests(ctx context.Context, db DBTX, arg *TokenSe
 		&i.RequestsReserved,
 	)
 	return &i, err
+}
+
+const tokenSettleReserved = `-- name: TokenSettleReserved :execrows
+UPDATE tokens SET
+  request_count     = request_count - $1::bigint,
+  requests_reserved = requests_reserved - $2::bigint
+WHERE id = $3 AND requests_reserved >= $2::bigint
+`
+
+type TokenSettleReservedParams struct {
+	Unused   int64
+	Reserved int64
+	ID       int64
+}
+
+// Settles requests TokenAdmitByHash reserved: all stop being reserved, and
+// those the proxy did not use stop being counted.
+func (q *Queries) TokenSettleReserved(ctx context.Context, db DBTX, arg *TokenSettleReservedParams) (int64, error) {
+	result, err := db.Exec(ctx, tokenSettleReserved, arg.Unused, arg.Reserved, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }

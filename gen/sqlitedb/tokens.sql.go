@@ -268,27 +268,6 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 	return items, nil
 }
 
-const tokenReleaseReserved = `-- name: TokenReleaseReserved :execrows
-UPDATE tokens SET
-  request_count     = request_count - ?1,
-  requests_reserved = requests_reserved - ?1
-WHERE id = ?2 AND requests_reserved >= ?1
-`
-
-type TokenReleaseReservedParams struct {
-	N  int64
-	ID int64
-}
-
-// Gives back requests TokenAdmitByHash reserved and the proxy did not use.
-func (q *Queries) TokenReleaseReserved(ctx context.Context, db DBTX, arg *TokenReleaseReservedParams) (int64, error) {
-	result, err := db.ExecContext(ctx, tokenReleaseReserved, arg.N, arg.ID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected()
-}
-
 const tokenRevokeAllForProject = `-- name: TokenRevokeAllForProject :execrows
 UPDATE tokens SET is_active = 0, updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE project_id = ?1 AND is_active = 1
@@ -362,4 +341,27 @@ func (q *Queries) TokenSetMaxRequests(ctx context.Context, db DBTX, arg *TokenSe
 		&i.RequestsReserved,
 	)
 	return &i, err
+}
+
+const tokenSettleReserved = `-- name: TokenSettleReserved :execrows
+UPDATE tokens SET
+  request_count     = request_count - ?1,
+  requests_reserved = requests_reserved - ?2
+WHERE id = ?3 AND requests_reserved >= ?2
+`
+
+type TokenSettleReservedParams struct {
+	Unused   int64
+	Reserved int64
+	ID       int64
+}
+
+// Settles requests TokenAdmitByHash reserved: all stop being reserved, and
+// those the proxy did not use stop being counted.
+func (q *Queries) TokenSettleReserved(ctx context.Context, db DBTX, arg *TokenSettleReservedParams) (int64, error) {
+	result, err := db.ExecContext(ctx, tokenSettleReserved, arg.Unused, arg.Reserved, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
 }

@@ -36,8 +36,8 @@ const limitWait = service.AdmissionLease + service.AdmissionLease/2 + 25*time.Mi
 // reservation; a token idle for longer starts again without one.
 const leaseForgetAfter = time.Second
 
-// releaseTimeout bounds giving back a token's unused reservation.
-const releaseTimeout = 10 * time.Second
+// settleTimeout bounds settling a token's reservations.
+const settleTimeout = 10 * time.Second
 
 // admissionQueue admits requests through a service.TokenAdmitter and
 // coalesces the requests of one token that arrive while a statement for it
@@ -69,7 +69,7 @@ type admissionQueue struct {
 	mu      sync.Mutex
 	lines   map[string]*admissionLine  // by secret hash, while a statement for it runs
 	leases  map[string]*admissionLease // by secret hash: tokens in use
-	unused  map[int64]int64            // reserved requests to give back, by token ID
+	settle  map[int64]settlement       // reservations of ended leases, by token ID
 	closed  bool
 	stop    chan struct{}
 	stopped chan struct{}
@@ -81,9 +81,13 @@ type admissionLease struct {
 	token   *service.Token
 	project *service.Project
 	until   time.Time // service.AdmissionLease after the statement began
-	left    int64     // reserved and not yet admitted
+	held    int64     // reserved by its statements, not yet settled
+	left    int64     // of those held, not yet admitted
 	used    int64     // admitted since the statement (sizes the next reservation)
 }
+
+// settlement is what service.TokenSettleReserved is to take off a token.
+type settlement struct{ reserved, unused int64 }
 
 type admissionLine struct {
 	gathering *admissionBatch // requests waiting for the running statement, or nil
@@ -110,7 +114,7 @@ func newAdmissionQueue(admitter service.TokenAdmitter, log *slog.Logger) *admiss
 		log:      log,
 		lines:    make(map[string]*admissionLine),
 		leases:   make(map[string]*admissionLease),
-		unused:   make(map[int64]int64),
+		settle:   make(map[int64]settlement),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
@@ -238,29 +242,30 @@ func (q *admissionQueue) admitMany(ctx context.Context, secretHash []byte, n, re
 			continue
 		}
 		// The token's lease may have requests to spare, or have ended with
-		// requests reserved, which the sweeper gives back only once no
-		// statement for the token runs.
+		// requests reserved, which the sweeper settles only once no statement
+		// for the token runs.
 		q.mu.Lock()
 		taken, t, p := q.takeLocked(secretHash, n-admitted)
-		ended := q.endLeaseLocked(secretHash)
+		unsettled, held := q.endLeaseLocked(secretHash)
 		q.mu.Unlock()
 		if taken > 0 {
 			admitted, token, project = admitted+taken, t, p
 		}
 		ask = n - admitted
+		othersReserved := limit.Reserved - held
 		switch {
 		case taken > 0:
-		case ended:
-			if err := q.releaseUnused(ctx); err != nil {
+		case unsettled:
+			if err := q.settleReserved(ctx); err != nil {
 				return admitted, token, project, err
 			}
 		case limit.Left > 0:
 			ask, short = min(limit.Left, ask), limit
-		case limit.Reserved > 0 && waits < limitWaits && (reservedBefore < 0 || limit.Reserved < reservedBefore):
+		case othersReserved > 0 && waits < limitWaits && (reservedBefore < 0 || othersReserved < reservedBefore):
 			// Reserved by other instances: wait for what they do not use.
 			// Reservations that do not come back between two waits are
 			// being used, or were lost with an instance that stopped dead.
-			waits, reservedBefore = waits+1, limit.Reserved
+			waits, reservedBefore = waits+1, othersReserved
 			select {
 			case <-ctx.Done():
 				return admitted, token, project, ctx.Err()
@@ -292,16 +297,32 @@ func (q *admissionQueue) takeLocked(secretHash []byte, n int64) (int64, *service
 	return taken, lease.token, lease.project
 }
 
-// endLeaseLocked moves what the token's ended lease still holds to the
-// requests to give back, and reports whether there was any.
-func (q *admissionQueue) endLeaseLocked(secretHash []byte) bool {
+// endLeaseLocked ends the token's lease if its time is up, and reports
+// whether any of the token's reservations wait to be settled, and how many
+// its lease holds.
+func (q *admissionQueue) endLeaseLocked(secretHash []byte) (unsettled bool, held int64) {
 	lease := q.leases[string(secretHash)]
-	if lease == nil || lease.left == 0 || time.Now().Before(lease.until) {
-		return false
+	if lease == nil {
+		return false, 0
 	}
-	q.unused[lease.token.ID] += lease.left
-	lease.left = 0
-	return true
+	if !time.Now().Before(lease.until) {
+		q.endLocked(lease)
+	}
+	return q.settle[lease.token.ID].reserved > 0, lease.held
+}
+
+// endLocked moves what the lease holds to the reservations to settle.
+func (q *admissionQueue) endLocked(lease *admissionLease) {
+	q.addSettlementLocked(lease.token.ID, settlement{lease.held, lease.left})
+	lease.held, lease.left = 0, 0
+}
+
+func (q *admissionQueue) addSettlementLocked(tokenID int64, s settlement) {
+	if s.reserved == 0 {
+		return
+	}
+	pending := q.settle[tokenID]
+	q.settle[tokenID] = settlement{pending.reserved + s.reserved, pending.unused + s.unused}
 }
 
 // reserveLocked is how many requests the token's next statement, admitting
@@ -332,11 +353,11 @@ func (q *admissionQueue) granted(secretHash []byte, start time.Time, n, reserve 
 		return
 	}
 	if err != nil || q.closed {
-		if err == nil && reserve > 0 {
-			q.unused[token.ID] += reserve // closed meanwhile: give it back
+		if err == nil {
+			q.addSettlementLocked(token.ID, settlement{reserve, reserve}) // closed meanwhile: give it back
 		}
 		if lease != nil {
-			q.unused[lease.token.ID] += lease.left
+			q.endLocked(lease)
 			delete(q.leases, string(secretHash))
 		}
 		return
@@ -347,11 +368,12 @@ func (q *admissionQueue) granted(secretHash []byte, start time.Time, n, reserve 
 	}
 	lease.token, lease.project = token, project
 	lease.until = start.Add(service.AdmissionLease)
+	lease.held += reserve
 	lease.left += reserve
 	lease.used = n
 }
 
-// sweep gives back, every half lease, the reservations of ended leases.
+// sweep settles, every half lease, the reservations of ended leases.
 func (q *admissionQueue) sweep() {
 	defer close(q.stopped)
 	ticker := time.NewTicker(service.AdmissionLease / 2)
@@ -362,17 +384,17 @@ func (q *admissionQueue) sweep() {
 			return
 		case <-ticker.C:
 			q.endLeases(false)
-			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-			if err := q.releaseUnused(ctx); err != nil {
-				q.log.Warn("proxy: unused reserved requests not given back yet; retrying", "error", err)
+			ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+			if err := q.settleReserved(ctx); err != nil {
+				q.log.Warn("proxy: reserved requests not settled yet; retrying", "error", err)
 			}
 			cancel()
 		}
 	}
 }
 
-// endLeases moves the reservations of ended leases (of all, when all) to
-// the requests to give back, and forgets leases idle for a while.
+// endLeases ends the leases whose time is up (all, when all), and forgets
+// leases idle for a while.
 func (q *admissionQueue) endLeases(all bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -382,8 +404,7 @@ func (q *admissionQueue) endLeases(all bool) {
 			continue // its statement's answer will renew or end it
 		}
 		if all || !now.Before(lease.until) {
-			q.unused[lease.token.ID] += lease.left
-			lease.left = 0
+			q.endLocked(lease)
 		}
 		if all || now.Sub(lease.until) > leaseForgetAfter {
 			delete(q.leases, hash)
@@ -391,36 +412,34 @@ func (q *admissionQueue) endLeases(all bool) {
 	}
 }
 
-// releaseUnused gives back the unused reservations; those it cannot are
-// kept for the next try (until then the token counts them as used).
-func (q *admissionQueue) releaseUnused(ctx context.Context) error {
+// settleReserved settles the reservations of ended leases, giving back the
+// unused requests; those it cannot settle are kept for the next try (until
+// then the token counts them as used, and reserved).
+func (q *admissionQueue) settleReserved(ctx context.Context) error {
 	q.mu.Lock()
-	unused := q.unused
-	q.unused = make(map[int64]int64)
+	pending := q.settle
+	q.settle = make(map[int64]settlement)
 	q.mu.Unlock()
 	var errs []error
-	for tokenID, n := range unused {
-		if n == 0 {
-			continue
-		}
-		err := q.admitter.TokenReleaseReserved(ctx, tokenID, n)
+	for tokenID, s := range pending {
+		err := q.admitter.TokenSettleReserved(ctx, tokenID, s.reserved, s.unused)
 		if err == nil {
 			continue
 		}
 		if errors.Is(err, service.ErrInvalid) || errors.Is(err, service.ErrNotFound) {
-			q.log.Error("proxy: cannot give back reserved requests", "error", err, "token_id", tokenID, "requests", n)
+			q.log.Error("proxy: cannot settle reserved requests", "error", err, "token_id", tokenID, "reserved", s.reserved, "unused", s.unused)
 			continue // would fail again
 		}
 		errs = append(errs, err)
 		q.mu.Lock()
-		q.unused[tokenID] += n
+		q.addSettlementLocked(tokenID, s)
 		q.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
 
-// Close ends every lease and gives back what they reserved and did not
-// use. The queue admits no more requests on a lease afterwards; call it
+// Close ends every lease and settles what they reserved, giving back what
+// they did not use. The queue admits no more requests on a lease afterwards; call it
 // once the requests in flight have finished.
 func (q *admissionQueue) Close(ctx context.Context) error {
 	q.mu.Lock()
@@ -433,5 +452,5 @@ func (q *admissionQueue) Close(ctx context.Context) error {
 	close(q.stop)
 	<-q.stopped
 	q.endLeases(true)
-	return q.releaseUnused(ctx)
+	return q.settleReserved(ctx)
 }

@@ -21,7 +21,8 @@ type gatedAdmitter struct {
 	mu       sync.Mutex
 	count    int64 // requests admitted by statements
 	reserved int64 // requests reserved by statements
-	released int64 // reserved requests given back
+	settled  int64 // reserved requests settled
+	released int64 // of those settled, the unused given back
 	reserves []int64
 	max      int64 // 0: unlimited
 	refusal  error // refuses every statement when set
@@ -47,29 +48,28 @@ func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, secretHash []byte,
 	case a.refusal != nil:
 		return nil, nil, a.refusal
 	case a.max > 0 && counted+n+reserve > a.max:
-		return nil, nil, &service.LimitError{Left: max(0, a.max-counted), Reserved: a.reserved - a.released}
+		return nil, nil, &service.LimitError{Left: max(0, a.max-counted), Reserved: a.reserved - a.settled}
 	}
 	a.count += n
 	a.reserved += reserve
-	token := &service.Token{ID: 1, RequestCount: counted + n + reserve, RequestsReserved: a.reserved - a.released, ExpiresAt: time.Now().Add(time.Hour)}
+	token := &service.Token{ID: 1, RequestCount: counted + n + reserve, RequestsReserved: a.reserved - a.settled, ExpiresAt: time.Now().Add(time.Hour)}
 	if a.max > 0 {
 		token.MaxRequests = &a.max
 	}
 	return token, &service.Project{ID: 1}, nil
 }
 
-func (a *gatedAdmitter) TokenReleaseReserved(ctx context.Context, tokenID, n int64) error {
+func (a *gatedAdmitter) TokenSettleReserved(ctx context.Context, tokenID, reserved, unused int64) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.released+n > a.reserved {
+	if unused < 0 || unused > reserved || a.settled+reserved > a.reserved {
 		return service.ErrInvalid
 	}
-	a.released += n
+	a.settled += reserved
+	a.released += unused
 	return nil
 }
 
-// counted is what the token's request_count would be: admitted and
-// reserved, less what was given back.
 func (a *gatedAdmitter) counted() int64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -307,8 +307,8 @@ func TestAdmissionQueueLeaseAdmitsReservedRequestsWithoutStatements(t *testing.T
 	if err := q.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if got := a.counted(); got != admitted {
-		t.Errorf("after Close the token counts %d, want the %d admitted", got, admitted)
+	if got := a.counted(); got != admitted || a.settled != a.reserved {
+		t.Errorf("after Close the token counts %d with %d of %d reservations settled, want the %d admitted and all settled", got, a.settled, a.reserved, admitted)
 	}
 }
 
@@ -400,9 +400,7 @@ func TestAdmissionQueueLimitWaitsForOthersReservations(t *testing.T) {
 	q := newTestQueue(t, a)
 	go func() {
 		time.Sleep(service.AdmissionLease)
-		a.mu.Lock()
-		a.released += 2 // its lease ended with 2 unused
-		a.mu.Unlock()
+		a.TokenSettleReserved(context.Background(), 1, 3, 2) // its lease ended with 2 unused
 	}()
 	results := make([]chan admitResult, 3)
 	for i := range results {
@@ -438,6 +436,28 @@ func TestAdmissionQueueLimitGivesUpOnReservationsNotGivenBack(t *testing.T) {
 	// One wait shows nothing comes back; more would only delay every refusal.
 	if elapsed := time.Since(start); elapsed >= 2*limitWait {
 		t.Errorf("refusal took %v, want one wait of %v", elapsed, limitWait)
+	}
+}
+
+func TestAdmissionQueueLimitRefusesAtOnceWhenItsOwnLeaseHoldsTheReservations(t *testing.T) {
+	a := newGatedAdmitter(100)
+	q := newTestQueue(t, a)
+	admitNow(t, q, a)
+	admitNow(t, q, a) // reserves 4
+	for range 4 {
+		admitNow(t, q, a) // uses them
+	}
+	a.mu.Lock()
+	a.max = a.count + a.reserved // used up, the 4 still reserved until the lease ends
+	a.mu.Unlock()
+	openGate(a)
+	start := time.Now()
+	if _, _, err := q.admit(t.Context(), []byte("hash")); !errors.Is(err, service.ErrLimitReached) {
+		t.Fatalf("admission: %v, want ErrLimitReached", err)
+	}
+	// Its own lease will give back nothing: no wait.
+	if elapsed := time.Since(start); elapsed >= limitWait {
+		t.Errorf("refusal took %v, want no wait", elapsed)
 	}
 }
 

@@ -532,7 +532,7 @@ func TestRequestLimitWaitsForOtherInstancesReservations(t *testing.T) {
 			// Its lease ends unused: it gives its reservation back, as its
 			// sweeper would, after the clients have used all else.
 			time.Sleep(service.AdmissionLease + service.AdmissionLease/2)
-			if err := other.TokenReleaseReserved(context.Background(), tok.ID, otherReserved); err != nil {
+			if err := other.TokenSettleReserved(context.Background(), tok.ID, otherReserved, otherReserved); err != nil {
 				t.Errorf("the other instance's release: %v", err)
 			}
 		}()

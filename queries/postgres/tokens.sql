@@ -49,12 +49,13 @@ WHERE tokens.secret_hash = @secret_hash
   AND (tokens.max_requests IS NULL OR tokens.request_count + arg.n + arg.reserve <= tokens.max_requests)
 RETURNING sqlc.embed(tokens), sqlc.embed(p);
 
--- name: TokenReleaseReserved :execrows
--- Gives back requests TokenAdmitByHash reserved and the proxy did not use.
+-- name: TokenSettleReserved :execrows
+-- Settles requests TokenAdmitByHash reserved: all stop being reserved, and
+-- those the proxy did not use stop being counted.
 UPDATE tokens SET
-  request_count     = request_count - @n::bigint,
-  requests_reserved = requests_reserved - @n::bigint
-WHERE id = @id AND requests_reserved >= @n::bigint;
+  request_count     = request_count - @unused::bigint,
+  requests_reserved = requests_reserved - @reserved::bigint
+WHERE id = @id AND requests_reserved >= @reserved::bigint;
 
 -- name: TokenSetActive :one
 UPDATE tokens SET is_active = @is_active, updated_at = now()

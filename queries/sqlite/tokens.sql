@@ -53,12 +53,13 @@ RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, r
   (SELECT p.created_at FROM projects p WHERE p.id = tokens.project_id) AS project_created_at,
   (SELECT p.updated_at FROM projects p WHERE p.id = tokens.project_id) AS project_updated_at;
 
--- name: TokenReleaseReserved :execrows
--- Gives back requests TokenAdmitByHash reserved and the proxy did not use.
+-- name: TokenSettleReserved :execrows
+-- Settles requests TokenAdmitByHash reserved: all stop being reserved, and
+-- those the proxy did not use stop being counted.
 UPDATE tokens SET
-  request_count     = request_count - sqlc.arg(n),
-  requests_reserved = requests_reserved - sqlc.arg(n)
-WHERE id = sqlc.arg(id) AND requests_reserved >= sqlc.arg(n);
+  request_count     = request_count - sqlc.arg(unused),
+  requests_reserved = requests_reserved - sqlc.arg(reserved)
+WHERE id = sqlc.arg(id) AND requests_reserved >= sqlc.arg(reserved);
 
 -- name: TokenSetActive :one
 UPDATE tokens SET is_active = sqlc.arg(is_active), updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)

@@ -105,16 +105,16 @@ func matched[T any](row T, err error) (T, bool, error) {
 	return row, err == nil, mapError(err)
 }
 
-func (s *Store) TokenReleaseReserved(ctx context.Context, tokenID, n int64) error {
-	if n < 1 {
-		return fmt.Errorf("%w: release %d requests", service.ErrInvalid, n)
+func (s *Store) TokenSettleReserved(ctx context.Context, tokenID, reserved, unused int64) error {
+	if err := service.CheckSettlement(reserved, unused); err != nil {
+		return err
 	}
-	released, err := s.q.TokenReleaseReserved(ctx, s.writes(), &sqlitedb.TokenReleaseReservedParams{N: n, ID: tokenID})
+	settled, err := s.q.TokenSettleReserved(ctx, s.writes(), &sqlitedb.TokenSettleReservedParams{Unused: unused, Reserved: reserved, ID: tokenID})
 	if err != nil {
 		return mapError(err)
 	}
-	if released == 0 {
-		return service.ExplainReleaseRefusal(ctx, s, tokenID, n)
+	if settled == 0 {
+		return service.ExplainSettlementRefusal(ctx, s, tokenID, reserved)
 	}
 	return nil
 }

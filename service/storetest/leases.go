@@ -2,13 +2,14 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/llmproxy/llmproxy/service"
 )
 
-// admissionLeaseCases test TokenAdmitByHash's reserve, TokenReleaseReserved
+// admissionLeaseCases test TokenAdmitByHash's reserve, TokenSettleReserved
 // and that changes restricting admission outlast the leases granted before.
 var admissionLeaseCases = []struct {
 	name string
@@ -41,11 +42,15 @@ var admissionLeaseCases = []struct {
 		if err != nil || got.RequestCount != 10 || got.RequestsReserved != 7 {
 			t.Fatalf("TokenAdmitByHash(n=1, reserve=2) with 3 left = %+v, %v; want RequestCount 10, RequestsReserved 7", got, err)
 		}
-		if err := s.TokenReleaseReserved(t.Context(), tok.ID, 7); err != nil {
-			t.Fatalf("TokenReleaseReserved(7): %v", err)
+		// 3 of the 7 reserved were used: 4 come back under the limit.
+		if err := s.TokenSettleReserved(t.Context(), tok.ID, 7, 4); err != nil {
+			t.Fatalf("TokenSettleReserved(7 reserved, 4 unused): %v", err)
 		}
-		if got := getToken(t, s, tok.ID); got.RequestCount != 3 || got.RequestsReserved != 0 {
-			t.Errorf("after giving back all reserved: RequestCount %d, RequestsReserved %d; want 3, 0", got.RequestCount, got.RequestsReserved)
+		if got := getToken(t, s, tok.ID); got.RequestCount != 6 || got.RequestsReserved != 0 {
+			t.Errorf("after settling: RequestCount %d, RequestsReserved %d; want 6, 0", got.RequestCount, got.RequestsReserved)
+		}
+		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 4, 0); err != nil {
+			t.Errorf("admitting the 4 given back: %v", err)
 		}
 	}},
 	{"RefusesNegativeReserve", func(t *testing.T, s admitter) {
@@ -54,23 +59,33 @@ var admissionLeaseCases = []struct {
 		requireErrorIs(t, "TokenAdmitByHash(reserve=-1)", err, service.ErrInvalid)
 		assertRequestCount(t, s, tok.ID, 0)
 	}},
-	{"ReleasesReserved", func(t *testing.T, s admitter) {
+	{"SettlesReserved", func(t *testing.T, s admitter) {
 		tok := newToken(t, s, newProject(t, s).ID)
 		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 9); err != nil {
 			t.Fatalf("TokenAdmitByHash(n=1, reserve=9): %v", err)
 		}
-		if err := s.TokenReleaseReserved(t.Context(), tok.ID, 4); err != nil {
-			t.Fatalf("TokenReleaseReserved(4): %v", err)
+		if err := s.TokenSettleReserved(t.Context(), tok.ID, 4, 3); err != nil {
+			t.Fatalf("TokenSettleReserved(4 reserved, 3 unused): %v", err)
 		}
-		assertRequestCount(t, s, tok.ID, 6)
-		// 6 counted, of which 5 reserved: the one admitted is not given back.
-		for _, n := range []int64{6, 0, -1} {
-			err := s.TokenReleaseReserved(t.Context(), tok.ID, n)
-			requireErrorIs(t, "TokenReleaseReserved", err, service.ErrInvalid)
+		assertTokenCounts := func(count, reserved int64) {
+			t.Helper()
+			if got := getToken(t, s, tok.ID); got.RequestCount != count || got.RequestsReserved != reserved {
+				t.Errorf("RequestCount %d, RequestsReserved %d; want %d, %d", got.RequestCount, got.RequestsReserved, count, reserved)
+			}
 		}
-		assertRequestCount(t, s, tok.ID, 6)
-		err := s.TokenReleaseReserved(t.Context(), tok.ID+1000, 1)
-		requireErrorIs(t, "TokenReleaseReserved(unknown token)", err, service.ErrNotFound)
+		assertTokenCounts(7, 5)
+		// 5 reserved: not 6; and never more unused than reserved, or fewer than none.
+		for _, c := range [][2]int64{{6, 0}, {0, 0}, {-1, 0}, {2, 3}, {2, -1}} {
+			err := s.TokenSettleReserved(t.Context(), tok.ID, c[0], c[1])
+			requireErrorIs(t, fmt.Sprintf("TokenSettleReserved(%d reserved, %d unused)", c[0], c[1]), err, service.ErrInvalid)
+		}
+		assertTokenCounts(7, 5)
+		err := s.TokenSettleReserved(t.Context(), tok.ID+1000, 1, 0)
+		requireErrorIs(t, "TokenSettleReserved(unknown token)", err, service.ErrNotFound)
+		if err := s.TokenSettleReserved(t.Context(), tok.ID, 5, 0); err != nil {
+			t.Fatalf("TokenSettleReserved(5 reserved, all used): %v", err)
+		}
+		assertTokenCounts(7, 0)
 	}},
 	{"RestrictingChangesOutlastLeases", func(t *testing.T, s admitter) {
 		deactivate, limit, newKey := false, int64(1), randomBytes(48)
