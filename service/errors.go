@@ -58,6 +58,14 @@ func AdmitOrExplain[T any](ctx context.Context, s Store, n int64, admit func() (
 	}
 }
 
+// CheckAdmission refuses a TokenAdmitByHash that asks for nothing.
+func CheckAdmission(n, reserve int64) error {
+	if n < 0 || reserve < 0 || n+reserve < 1 {
+		return fmt.Errorf("%w: admit %d requests reserving %d", ErrInvalid, n, reserve)
+	}
+	return nil
+}
+
 // CheckSettlement refuses a TokenSettleReserved that could never apply.
 func CheckSettlement(reserved, unused int64) error {
 	if reserved < 1 || unused < 0 || unused > reserved {

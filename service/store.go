@@ -57,10 +57,10 @@ type Store interface {
 // stores written for tests need not implement it; the proxy falls back to
 // TokenGetByHash, ProjectGetByID and TokenAdmit.
 type TokenAdmitter interface {
-	// TokenAdmitByHash is TokenAdmit of n ≥ 1 requests at once, for the
+	// TokenAdmitByHash is TokenAdmit of n ≥ 0 requests at once, for the
 	// token with this secret hash, also returning the token's project as the
-	// admission saw it. It also reserves reserve ≥ 0 more requests: counts
-	// them in RequestCount and RequestsReserved. The caller may admit them
+	// admission saw it. It also reserves reserve ≥ 0 more requests (n +
+	// reserve ≥ 1): counts them in RequestCount and RequestsReserved. The caller may admit them
 	// without asking again for at most AdmissionLease from before the call,
 	// and must settle them with TokenSettleReserved when the lease ends.
 	//

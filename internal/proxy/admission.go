@@ -36,6 +36,10 @@ const limitWait = service.AdmissionLease + service.AdmissionLease/2 + 25*time.Mi
 // reservation; a token idle for longer starts again without one.
 const leaseForgetAfter = time.Second
 
+// renewAhead is how long before a busy token's lease ends a statement
+// renews it in the background, so that its requests need not wait for one.
+const renewAhead = service.AdmissionLease / 4
+
 // settleTimeout bounds settling a token's reservations.
 const settleTimeout = 10 * time.Second
 
@@ -66,13 +70,14 @@ type admissionQueue struct {
 	admitter service.TokenAdmitter
 	log      *slog.Logger
 
-	mu      sync.Mutex
-	lines   map[string]*admissionLine  // by secret hash, while a statement for it runs
-	leases  map[string]*admissionLease // by secret hash: tokens in use
-	settle  map[int64]settlement       // reservations of ended leases, by token ID
-	closed  bool
-	stop    chan struct{}
-	stopped chan struct{}
+	mu       sync.Mutex
+	lines    map[string]*admissionLine  // by secret hash, while a statement for it runs
+	leases   map[string]*admissionLease // by secret hash: tokens in use
+	settle   map[int64]settlement       // reservations of ended leases, by token ID
+	closed   bool
+	renewals sync.WaitGroup // statements renewing leases in the background
+	stop     chan struct{}
+	stopped  chan struct{}
 }
 
 // admissionLease is what a token's last statement said, and the requests it
@@ -125,6 +130,7 @@ func newAdmissionQueue(admitter service.TokenAdmitter, log *slog.Logger) *admiss
 func (q *admissionQueue) admit(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
 	q.mu.Lock()
 	if taken, token, project := q.takeLocked(secretHash, 1); taken == 1 {
+		q.renewSoonLocked(secretHash)
 		q.mu.Unlock()
 		return token, project, nil
 	}
@@ -281,6 +287,38 @@ func (q *admissionQueue) admitMany(ctx context.Context, secretHash []byte, n, re
 	return admitted, token, project, nil
 }
 
+// renewSoonLocked starts a statement that renews the token's lease, and
+// reserves for the next, when the lease is about to end and no statement
+// for the token runs. A token too close to its limit to reserve is left to
+// its requests' statements.
+func (q *admissionQueue) renewSoonLocked(secretHash []byte) {
+	lease := q.leases[string(secretHash)]
+	if q.closed || time.Until(lease.until) > renewAhead {
+		return
+	}
+	if _, busy := q.lines[string(secretHash)]; busy {
+		return
+	}
+	reserve := q.reserveLocked(secretHash, 0)
+	if reserve < 1 && lease.token.MaxRequests != nil {
+		return
+	}
+	reserve = max(1, reserve) // renews what the lease has left, at least
+	lease.used = 0            // sizes the reservation after this one
+	line := &admissionLine{}
+	q.lines[string(secretHash)] = line
+	q.renewals.Add(1)
+	go func() {
+		defer q.renewals.Done()
+		defer q.handOver(secretHash, line)
+		ctx, cancel := context.WithTimeout(context.Background(), batchAdmitTimeout)
+		defer cancel()
+		start := time.Now()
+		token, project, err := q.admitter.TokenAdmitByHash(ctx, secretHash, 0, reserve)
+		q.granted(secretHash, start, 0, reserve, token, project, err)
+	}()
+}
+
 // takeLocked admits up to n requests on the token's lease, if it holds one
 // that has not ended, and returns how many with what the lease was told.
 func (q *admissionQueue) takeLocked(secretHash []byte, n int64) (int64, *service.Token, *service.Project) {
@@ -370,7 +408,9 @@ func (q *admissionQueue) granted(secretHash []byte, start time.Time, n, reserve 
 	lease.until = start.Add(service.AdmissionLease)
 	lease.held += reserve
 	lease.left += reserve
-	lease.used = n
+	if n > 0 { // else a renewal, which reset used as it began
+		lease.used = n
+	}
 }
 
 // sweep settles, every half lease, the reservations of ended leases.
@@ -451,6 +491,7 @@ func (q *admissionQueue) Close(ctx context.Context) error {
 	q.mu.Unlock()
 	close(q.stop)
 	<-q.stopped
+	q.renewals.Wait()
 	q.endLeases(true)
 	return q.settleReserved(ctx)
 }

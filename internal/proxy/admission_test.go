@@ -27,6 +27,8 @@ type gatedAdmitter struct {
 	max      int64 // 0: unlimited
 	refusal  error // refuses every statement when set
 	ctxErrs  int   // statements that ran with a cancelled context
+
+	opened sync.Once
 }
 
 func newGatedAdmitter(max int64) *gatedAdmitter {
@@ -79,7 +81,10 @@ func (a *gatedAdmitter) counted() int64 {
 // newTestQueue is a queue on a, closed when the test ends.
 func newTestQueue(t *testing.T, a *gatedAdmitter) *admissionQueue {
 	q := newAdmissionQueue(a, slog.New(slog.DiscardHandler))
-	t.Cleanup(func() { q.Close(context.Background()) })
+	t.Cleanup(func() {
+		openGate(a) // for a renewal a slow test let start
+		q.Close(context.Background())
+	})
 	return q
 }
 
@@ -328,6 +333,37 @@ func TestAdmissionQueueLeaseEndsAfterAdmissionLease(t *testing.T) {
 	}
 }
 
+func TestAdmissionQueueRenewsABusyLeaseBeforeItEnds(t *testing.T) {
+	a, q := leasedQueue(t)
+	q.mu.Lock()
+	ends := time.Now().Add(renewAhead / 2)
+	q.leases["hash"].until = ends
+	q.mu.Unlock()
+	result := admitInBackground(q, t.Context())
+	if got := <-result; got.err != nil {
+		t.Fatalf("admission on a lease about to end: %v", got.err)
+	}
+	if n := <-a.started; n != 0 {
+		t.Fatalf("the statement after a request on a lease about to end admits %d, want a renewal admitting none", n)
+	}
+	a.gate <- struct{}{}
+	waitFor(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return len(q.lines) == 0
+	})
+	time.Sleep(time.Until(ends))
+	if admitNow(t, q, a) {
+		t.Error("a request after the renewed lease's first end ran a statement")
+	}
+	if err := q.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.counted(); got != 4 || a.settled != a.reserved {
+		t.Errorf("after Close the token counts %d with %d of %d reservations settled, want the 4 admitted and all settled", got, a.settled, a.reserved)
+	}
+}
+
 func TestAdmissionQueueSweeperGivesBackAnEndedLeasesReservation(t *testing.T) {
 	a, q := leasedQueue(t)
 	admitNow(t, q, a) // uses one of the 4
@@ -386,11 +422,13 @@ func TestAdmissionQueueReservesAShareOfWhatTheLimitLeaves(t *testing.T) {
 
 // openGate lets every statement of a run at once.
 func openGate(a *gatedAdmitter) {
-	close(a.gate)
-	go func() {
-		for range a.started {
-		}
-	}()
+	a.opened.Do(func() {
+		close(a.gate)
+		go func() {
+			for range a.started {
+			}
+		}()
+	})
 }
 
 func TestAdmissionQueueLimitWaitsForOthersReservations(t *testing.T) {

@@ -313,8 +313,8 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 // finds the token by its hash, counts n requests and returns the token with
 // its project, in one round trip.
 func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
-	if n < 1 || reserve < 0 {
-		return nil, nil, fmt.Errorf("%w: admit %d requests reserving %d", service.ErrInvalid, n, reserve)
+	if err := service.CheckAdmission(n, reserve); err != nil {
+		return nil, nil, err
 	}
 	row, err := service.AdmitOrExplain(ctx, s, n+reserve, func() (*pgdb.TokenAdmitByHashRow, bool, error) {
 		return matched(s.q.TokenAdmitByHash(ctx, s.db, &pgdb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash}))

@@ -202,11 +202,16 @@ var tokenAdmitByHashCases = []struct {
 	}},
 	{"RefusesFewerThanOne", func(t *testing.T, s admitter) {
 		tok := newToken(t, s, newProject(t, s).ID)
-		for _, n := range []int64{0, -1} {
-			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n, 0)
-			requireErrorIs(t, fmt.Sprintf("TokenAdmitByHash(n=%d)", n), err, service.ErrInvalid)
+		for _, c := range [][2]int64{{0, 0}, {-1, 0}, {-1, 2}, {2, -1}} {
+			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, c[0], c[1])
+			requireErrorIs(t, fmt.Sprintf("TokenAdmitByHash(n=%d, reserve=%d)", c[0], c[1]), err, service.ErrInvalid)
 		}
 		assertRequestCount(t, s, tok.ID, 0)
+		// Reserving alone renews a lease.
+		got, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 0, 3)
+		if err != nil || got.RequestCount != 3 || got.RequestsReserved != 3 {
+			t.Fatalf("TokenAdmitByHash(n=0, reserve=3) = %+v, %v; want RequestCount 3, RequestsReserved 3", got, err)
+		}
 	}},
 	{"CountsExactlyToLimitAdmittingSeveralConcurrently", func(t *testing.T, s admitter) {
 		admitConcurrently(t, s, "TokenAdmitByHash(n>1)", func(tok *service.Token) (int64, error) {
