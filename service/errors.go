@@ -58,6 +58,18 @@ func AdmitOrExplain[T any](ctx context.Context, s Store, n int64, admit func() (
 	}
 }
 
+// TokenIDByHash is AdmitOrExplain's tokenID for an admission by the
+// secret's hash.
+func TokenIDByHash(ctx context.Context, s Store, secretHash []byte) func() (int64, error) {
+	return func() (int64, error) {
+		token, err := s.TokenGetByHash(ctx, secretHash)
+		if err != nil {
+			return 0, err
+		}
+		return token.ID, nil
+	}
+}
+
 // CheckAdmission refuses a TokenAdmitByHash that asks for nothing.
 func CheckAdmission(n, reserve int64) error {
 	if n < 0 || reserve < 0 || n+reserve < 1 {

@@ -318,13 +318,7 @@ func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, rese
 	}
 	row, err := service.AdmitOrExplain(ctx, s, n+reserve, func() (*pgdb.TokenAdmitByHashRow, bool, error) {
 		return matched(s.q.TokenAdmitByHash(ctx, s.db, &pgdb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash}))
-	}, func() (int64, error) {
-		token, err := s.TokenGetByHash(ctx, secretHash)
-		if err != nil {
-			return 0, err
-		}
-		return token.ID, nil
-	})
+	}, service.TokenIDByHash(ctx, s, secretHash))
 	if err != nil {
 		return nil, nil, s.fail(err)
 	}
