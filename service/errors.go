@@ -24,13 +24,13 @@ var (
 
 // AdmitOrExplain runs admit, a backend's atomic admission statement for n
 // requests (those reserved included), which reports matched false when a
-// rule refused them, and explains a refusal: it reads the token (tokenID
-// finds it) and its project as they are now and says which rule refused
+// rule refused them, and explains a refusal: it reads the token (with
+// readToken) and its project as they are now and says which rule refused
 // (ErrNotFound when the token does not exist). An explanation that finds
 // the token admissible after all (it changed in between: reserved requests
 // given back, a token or project reactivated) tries again, a few times; then
 // only expiry is left, by the database's clock, which may be ahead of ours.
-func AdmitOrExplain[T any](ctx context.Context, s Store, n int64, admit func() (row T, matched bool, err error), tokenID func() (int64, error)) (T, error) {
+func AdmitOrExplain[T any](ctx context.Context, s Store, n int64, admit func() (row T, matched bool, err error), readToken func() (*Token, error)) (T, error) {
 	const attempts = 3
 	var none T
 	for attempt := 1; ; attempt++ {
@@ -38,11 +38,7 @@ func AdmitOrExplain[T any](ctx context.Context, s Store, n int64, admit func() (
 		if err != nil || matched {
 			return row, err
 		}
-		id, err := tokenID()
-		if err != nil {
-			return none, err
-		}
-		token, err := s.TokenGetByID(ctx, id)
+		token, err := readToken()
 		if err != nil {
 			return none, err
 		}
@@ -55,18 +51,6 @@ func AdmitOrExplain[T any](ctx context.Context, s Store, n int64, admit func() (
 			continue
 		}
 		return none, err
-	}
-}
-
-// TokenIDByHash is AdmitOrExplain's tokenID for an admission by the
-// secret's hash.
-func TokenIDByHash(ctx context.Context, s Store, secretHash []byte) func() (int64, error) {
-	return func() (int64, error) {
-		token, err := s.TokenGetByHash(ctx, secretHash)
-		if err != nil {
-			return 0, err
-		}
-		return token.ID, nil
 	}
 }
 

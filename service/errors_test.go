@@ -54,7 +54,7 @@ func TestAdmitOrExplain(t *testing.T) {
 					return "row", true, nil
 				}
 				return "", false, nil
-			}, func() (int64, error) { return 1, nil })
+			}, func() (*service.Token, error) { return s.TokenGetByID(t.Context(), 1) })
 			switch want := c.want.(type) {
 			case nil:
 				if err != nil || row != "row" {

@@ -302,7 +302,7 @@ func (s *Store) TokenList(ctx context.Context, p *service.TokenListParams) ([]*s
 func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error) {
 	row, err := service.AdmitOrExplain(ctx, s, 1, func() (*pgdb.Token, bool, error) {
 		return matched(s.q.TokenAdmit(ctx, s.db, id))
-	}, func() (int64, error) { return id, nil })
+	}, func() (*service.Token, error) { return s.TokenGetByID(ctx, id) })
 	if err != nil {
 		return nil, s.fail(err)
 	}
@@ -318,7 +318,7 @@ func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, rese
 	}
 	row, err := service.AdmitOrExplain(ctx, s, n+reserve, func() (*pgdb.TokenAdmitByHashRow, bool, error) {
 		return matched(s.q.TokenAdmitByHash(ctx, s.db, &pgdb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash}))
-	}, service.TokenIDByHash(ctx, s, secretHash))
+	}, func() (*service.Token, error) { return s.TokenGetByHash(ctx, secretHash) })
 	if err != nil {
 		return nil, nil, s.fail(err)
 	}

@@ -66,7 +66,7 @@ func (s *Store) TokenList(ctx context.Context, params *service.TokenListParams) 
 func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error) {
 	row, err := service.AdmitOrExplain(ctx, s, 1, func() (*sqlitedb.Token, bool, error) {
 		return matched(s.q.TokenAdmit(ctx, s.writes(), id))
-	}, func() (int64, error) { return id, nil })
+	}, func() (*service.Token, error) { return s.TokenGetByID(ctx, id) })
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +81,7 @@ func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, rese
 	}
 	row, err := service.AdmitOrExplain(ctx, s, n+reserve, func() (*sqlitedb.TokenAdmitByHashRow, bool, error) {
 		return matched(s.q.TokenAdmitByHash(ctx, s.writes(), &sqlitedb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash}))
-	}, service.TokenIDByHash(ctx, s, secretHash))
+	}, func() (*service.Token, error) { return s.TokenGetByHash(ctx, secretHash) })
 	if err != nil {
 		return nil, nil, err
 	}
