@@ -175,6 +175,12 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, resul
 		}
 	}
 
+	if rc == nil && !broken {
+		// The answer is complete: send it now rather than when the handler
+		// returns, so reading its usage and recording it are not part of
+		// the client's wait.
+		http.NewResponseController(w).Flush()
+	}
 	switch {
 	case sse != nil:
 		return sse.Finish(), broken

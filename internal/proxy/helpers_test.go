@@ -66,6 +66,7 @@ type envOptions struct {
 	upstream        upstreamtest.Options
 	upstreamURL     string // instead of the fake's (an address that refuses, a base path)
 	wrapStore       func(service.Store) service.Store
+	wrapRecorder    func(proxy.Recorder) proxy.Recorder
 	maxRequestBytes int64
 }
 
@@ -109,13 +110,17 @@ func newEnv(t testing.TB, b backend, o envOptions) *env {
 	if o.wrapStore != nil {
 		proxyStore = o.wrapStore(store)
 	}
+	var proxyRecorder proxy.Recorder = rec
+	if o.wrapRecorder != nil {
+		proxyRecorder = o.wrapRecorder(rec)
+	}
 	m := metrics.New()
 	mux := http.NewServeMux()
 	handler := proxy.New(proxy.Options{
 		Store:           proxyStore,
 		Keys:            keys,
 		Upstream:        target,
-		Recorder:        rec,
+		Recorder:        proxyRecorder,
 		Metrics:         m,
 		MaxRequestBytes: o.maxRequestBytes,
 	})

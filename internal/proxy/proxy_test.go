@@ -287,6 +287,43 @@ func TestForwardsRequestAndResponse(t *testing.T) {
 	})
 }
 
+// gatedRecorder holds each Record until its gate opens or a timeout passes.
+type gatedRecorder struct {
+	proxy.Recorder
+	gate     chan struct{}
+	timedOut atomic.Bool
+}
+
+func (r *gatedRecorder) Record(ctx context.Context, ev *service.UsageEventCreateParams) error {
+	select {
+	case <-r.gate:
+	case <-time.After(5 * time.Second):
+		r.timedOut.Store(true)
+	}
+	return r.Recorder.Record(ctx, ev)
+}
+
+func TestAnswerReachesClientBeforeUsageIsRecorded(t *testing.T) {
+	t.Parallel()
+	rec := &gatedRecorder{gate: make(chan struct{})}
+	e := newEnv(t, backends[0], envOptions{wrapRecorder: func(r proxy.Recorder) proxy.Recorder {
+		rec.Recorder = r
+		return rec
+	}})
+	_, secret, _ := e.newToken(t)
+	resp, body := e.do(t, e.request(t, http.MethodPost, "/v1/chat/completions", secret, strings.NewReader(chatBody)))
+	close(rec.gate)
+	if resp.StatusCode != http.StatusOK || len(body) == 0 {
+		t.Fatalf("status %d, body %q", resp.StatusCode, body)
+	}
+	if rec.timedOut.Load() {
+		t.Error("the client had the answer only after its usage was recorded")
+	}
+	if events := e.usageEvents(t); len(events) != 1 {
+		t.Errorf("%d usage events, want 1", len(events))
+	}
+}
+
 func TestUpstreamPathAndModel(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, envOptions{})
