@@ -60,6 +60,12 @@ type Recorder struct {
 	store service.Store
 	opts  Options
 	queue chan *service.UsageEventCreateParams
+	// full tells the writer, waiting out a batch's flush interval, that a
+	// whole batch is queued; it does not wait on the queue itself, so that
+	// each event does not wake it.
+	full chan struct{}
+	// queueClosed is closed with the queue, for the same writer.
+	queueClosed chan struct{}
 
 	// closed refuses new Records; senders counts Records in progress, so
 	// the queue is closed only after the last one has enqueued or given up.
@@ -88,6 +94,8 @@ func NewRecorder(store service.Store, opts Options) *Recorder {
 		store:       store,
 		opts:        opts,
 		queue:       make(chan *service.UsageEventCreateParams, opts.QueueSize),
+		full:        make(chan struct{}, 1),
+		queueClosed: make(chan struct{}),
 		abort:       make(chan struct{}),
 		writeCtx:    writeCtx,
 		cancelWrite: cancel,
@@ -123,11 +131,13 @@ func (r *Recorder) Record(ctx context.Context, ev *service.UsageEventCreateParam
 	// picks at random, and an event that fits must not be refused.
 	select {
 	case r.queue <- ev:
+		r.signalFull()
 		return nil
 	default:
 	}
 	select {
 	case r.queue <- ev:
+		r.signalFull()
 		return nil
 	case <-ctx.Done():
 		r.pending.Add(-1)
@@ -135,6 +145,15 @@ func (r *Recorder) Record(ctx context.Context, ev *service.UsageEventCreateParam
 	case <-r.abort:
 		r.pending.Add(-1)
 		return ErrClosed
+	}
+}
+
+func (r *Recorder) signalFull() {
+	if len(r.queue) >= r.opts.BatchSize {
+		select {
+		case r.full <- struct{}{}:
+		default: // already signalled
+		}
 	}
 }
 
@@ -154,6 +173,7 @@ func (r *Recorder) Close(ctx context.Context) error {
 		go func() {
 			r.senders.Wait()
 			close(r.queue)
+			close(r.queueClosed)
 		}()
 	}
 	select {
@@ -174,38 +194,72 @@ func (r *Recorder) Close(ctx context.Context) error {
 	}
 }
 
+// run writes batches until the queue is closed and empty or Close gives
+// up. It waits on the queue only while it has nothing to write; once a
+// batch has begun it sleeps until the batch is due or full, then takes
+// what has queued meanwhile, so a steady stream of events costs a wake-up
+// per batch, not per event.
 func (r *Recorder) run() {
 	defer close(r.done)
 	batch := make([]*service.UsageEventCreateParams, 0, r.opts.BatchSize)
 	timer := time.NewTimer(r.opts.FlushInterval)
 	timer.Stop()
-	var due <-chan time.Time // nil while the batch is empty
 	for {
 		select {
 		case ev, ok := <-r.queue:
 			if !ok {
-				r.write(batch)
 				return
 			}
 			batch = append(batch, ev)
-			if len(batch) == 1 {
-				timer.Reset(r.opts.FlushInterval)
-				due = timer.C
-			}
-			if len(batch) < r.opts.BatchSize {
-				continue
-			}
-		case <-due:
 		case <-r.abort:
 			return
+		}
+		timer.Reset(r.opts.FlushInterval)
+		open := r.fill(&batch, timer.C)
+		timer.Stop()
+		select {
+		case <-r.abort:
+			return
+		default:
 		}
 		if !r.write(batch) {
 			return
 		}
 		clear(batch)
 		batch = batch[:0]
-		timer.Stop()
-		due = nil
+		if !open {
+			return
+		}
+	}
+}
+
+// fill adds queued events to batch until it is full or due. open is false
+// once the queue is closed and empty, or Close gave up.
+func (r *Recorder) fill(batch *[]*service.UsageEventCreateParams, due <-chan time.Time) (open bool) {
+	for {
+		for len(*batch) < r.opts.BatchSize {
+			select {
+			case ev, ok := <-r.queue:
+				if !ok {
+					return false
+				}
+				*batch = append(*batch, ev)
+				continue
+			default:
+			}
+			break // nothing more queued
+		}
+		if len(*batch) >= r.opts.BatchSize || due == nil {
+			return true
+		}
+		select {
+		case <-due:
+			due = nil // one last take of what queued meanwhile
+		case <-r.full:
+		case <-r.queueClosed:
+		case <-r.abort:
+			return false
+		}
 	}
 }
 

@@ -252,6 +252,47 @@ func TestPartialBatchIsWrittenWithoutClose(t *testing.T) {
 	}
 }
 
+func TestFullBatchIsWrittenBeforeItIsDue(t *testing.T) {
+	t.Parallel()
+	store := &fakeStore{}
+	rec := usage.NewRecorder(store, usage.Options{BatchSize: 10, FlushInterval: time.Hour})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		rec.Close(ctx)
+	})
+	for n := range 25 {
+		if err := rec.Record(t.Context(), event(n+1)); err != nil {
+			t.Fatalf("Record: %v", err)
+		}
+	}
+	// Two full batches go at once; the five left wait for the hour.
+	deadline := time.Now().Add(time.Minute)
+	for len(store.written()) < 20 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := len(store.written()); n != 20 {
+		t.Fatalf("%d events written, want the 20 of two full batches", n)
+	}
+}
+
+func TestCloseDoesNotWaitForABatchToBeDue(t *testing.T) {
+	t.Parallel()
+	store := &fakeStore{}
+	rec := usage.NewRecorder(store, usage.Options{BatchSize: 100, FlushInterval: time.Hour})
+	want := map[int64]bool{}
+	for n := range 3 {
+		want[int64(n+1)] = true
+		if err := rec.Record(t.Context(), event(n+1)); err != nil {
+			t.Fatalf("Record: %v", err)
+		}
+	}
+	if err := rec.Close(closeCtx(t)); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	assertEachOnce(t, store.written(), want)
+}
+
 func TestCloseReportsEventsItCouldNotWrite(t *testing.T) {
 	t.Parallel()
 	failed := make(chan struct{})
