@@ -23,6 +23,8 @@ const (
 )
 
 // Token kinds of the proxied runs.
+const backendForwarder = "forwarder"
+
 const (
 	tokensUnlimited = "unlimited"
 	tokensLimited   = "max_requests"
@@ -36,7 +38,7 @@ type Config struct {
 	Warmup      time.Duration // before each run; its requests are checked but not measured
 	Rate        float64       // requests/s offered by the clients together; 0: a closed loop
 	Modes       []string      // "json", "sse"
-	Backends    []string      // "sqlite", "postgres"
+	Backends    []string      // "sqlite", "postgres", "forwarder"
 	PostgresURL string        // server on which a fresh database is created and dropped
 	Binary      string        // the llmproxy binary; "" builds it
 	Progress    io.Writer     // one line per run; nil discards
@@ -70,8 +72,8 @@ func (c *Config) validate() error {
 		}
 	}
 	for _, b := range c.Backends {
-		if b != "sqlite" && b != "postgres" {
-			errs = append(errs, fmt.Errorf("--backends: unknown backend %q (want sqlite or postgres)", b))
+		if b != "sqlite" && b != "postgres" && b != backendForwarder {
+			errs = append(errs, fmt.Errorf("--backends: unknown backend %q (want sqlite, postgres or forwarder)", b))
 		}
 	}
 	return errors.Join(errs...)
@@ -179,7 +181,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	if h.binary == "" && len(cfg.Backends) > 0 {
+	if h.binary == "" && slices.ContainsFunc(cfg.Backends, func(b string) bool { return b != backendForwarder }) {
 		fmt.Fprintln(h.progress, "building llmproxy …")
 		if h.binary, err = buildProxy(ctx, tmp); err != nil {
 			return nil, err
@@ -192,7 +194,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer h.upstream.Close()
 
 	for _, backend := range cfg.Backends {
-		if err := h.runBackend(ctx, backend, tmp); err != nil {
+		run := h.runBackend
+		if backend == backendForwarder {
+			run = func(ctx context.Context, _, _ string) error { return h.runForwarder(ctx) }
+		}
+		if err := run(ctx, backend, tmp); err != nil {
 			h.addDirectRows()
 			return h.report, fmt.Errorf("%s: %w", backend, err)
 		}
@@ -288,6 +294,41 @@ func (h *harness) addDirectRows() {
 		}
 	}
 	h.report.Rows = append(rows, h.report.Rows...)
+}
+
+// runForwarder measures the reference forwarder (see forwarder.go) like
+// an unlimited token's runs, and checks that it forwarded every answer.
+func (h *harness) runForwarder(ctx context.Context) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	env := append(os.Environ(), "LISTEN_ADDR=127.0.0.1:0", "UPSTREAM_URL="+h.upstream.URL)
+	for _, mode := range h.cfg.Modes {
+		for _, c := range h.cfg.Concurrency {
+			row := &Row{Scenario: fmt.Sprintf("%s %s c%d", backendForwarder, mode, c), Backend: backendForwarder, Mode: mode, Concurrency: c}
+			p, err := startProxy(ctx, self, env, forwarderCommand)
+			if err != nil {
+				return err
+			}
+			body, want := modeRequest(mode)
+			spec := loadSpec{
+				Client: newLoadClient(c), URL: p.URL + chatPath, Body: body, WantBody: want,
+				Concurrency: c, Rate: h.cfg.Rate,
+			}
+			var cpu cpuWindow
+			forwardedBefore := h.upstream.count.Load()
+			res, direct := h.measurePaired(ctx, mode, c, &spec, &cpu, p.PID)
+			spec.Client.CloseIdleConnections()
+			fill(row, res, &cpu, p.PID, direct)
+			row.Failures = checkRun(runOutcome{
+				load: res, forwarded: h.upstream.count.Load() - forwardedBefore - direct.OK(), stopErr: p.stop(),
+			})
+			h.printRow(row)
+			h.report.Rows = append(h.report.Rows, row)
+		}
+	}
+	return nil
 }
 
 // backendState is what the runs on one backend share.

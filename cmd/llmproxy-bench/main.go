@@ -30,6 +30,9 @@ import (
 const defaultPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == forwarderCommand {
+		os.Exit(runForwarder(os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -47,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured `time` before each run's window")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "requests/s the clients offer together, on a fixed schedule (`0`: a closed loop, as fast as answers come)")
 	modes := fs.String("modes", "json", "comma-separated upstream answers: json (chat completion), sse (stream)")
-	backends := fs.String("backends", "sqlite,postgres", "comma-separated backends to run the proxy on")
+	backends := fs.String("backends", "sqlite,postgres", "comma-separated backends to run the proxy on: sqlite, postgres, and forwarder (a bare forwarder in llmproxy's place, for reference)")
 	fs.StringVar(&cfg.PostgresURL, "pg-url", defaultPostgresURL, "PostgreSQL `server` on which a fresh database is created and dropped")
 	fs.StringVar(&cfg.Binary, "llmproxy", "", "llmproxy `binary` to run (default: go build ./cmd/llmproxy)")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")

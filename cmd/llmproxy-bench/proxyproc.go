@@ -90,11 +90,14 @@ type proxyProcess struct {
 	err    error // the exit status, once exited is closed
 }
 
-// startProxy runs `binary serve` on a free loopback port and returns once
-// it listens (it logs the address it bound).
-func startProxy(ctx context.Context, binary string, env []string) (*proxyProcess, error) {
+// startProxy runs `binary serve` (or binary with args) on a free loopback
+// port and returns once it listens (it logs the address it bound).
+func startProxy(ctx context.Context, binary string, env []string, args ...string) (*proxyProcess, error) {
 	log := &logWatcher{listening: make(chan string, 1)}
-	cmd := exec.CommandContext(ctx, binary, "serve")
+	if len(args) == 0 {
+		args = []string{"serve"}
+	}
+	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = env
 	cmd.Stdout = log
 	cmd.Stderr = log

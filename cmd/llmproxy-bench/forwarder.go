@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	upstreamclient "github.com/llmproxy/llmproxy/internal/upstream"
+)
+
+// The reference forwarder (backend "forwarder") makes the same two hops as
+// llmproxy — a net/http server in front, llmproxy's upstream transport
+// behind, streams flushed as they pass — and nothing else: no token, no
+// database, no usage record. Its rows tell what one more process and one
+// more loopback hop cost on the machine, apart from what llmproxy's
+// features cost. The harness runs its own binary with this argument.
+const forwarderCommand = "forwarder"
+
+// runForwarder serves on LISTEN_ADDR until SIGTERM, forwarding to
+// UPSTREAM_URL, and logs its address as llmproxy does.
+func runForwarder(stderr io.Writer) int {
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	base, err := url.Parse(os.Getenv("UPSTREAM_URL"))
+	if err != nil || base.Scheme != "http" || base.Host == "" {
+		log.Error("UPSTREAM_URL: want an http:// URL", "value", os.Getenv("UPSTREAM_URL"))
+		return 2
+	}
+	ln, err := net.Listen("tcp", os.Getenv("LISTEN_ADDR"))
+	if err != nil {
+		log.Error("listen", "err", err)
+		return 1
+	}
+	srv := &http.Server{Handler: &forwarder{base: base, transport: &upstreamclient.Transport{}}}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String())
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		err = srv.Shutdown(context.Background())
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	return 0
+}
+
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
+type forwarder struct {
+	base      *url.URL
+	transport http.RoundTripper
+}
+
+func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	out := r.Clone(r.Context())
+	out.RequestURI, out.Host = "", ""
+	out.URL.Scheme, out.URL.Host = f.base.Scheme, f.base.Host
+	resp, err := f.transport.RoundTrip(out)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("forwarder: %v", err), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for name, values := range resp.Header {
+		w.Header()[name] = values
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	bufp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bufp)
+	buf := *bufp
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
