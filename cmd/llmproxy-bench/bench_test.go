@@ -27,6 +27,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The forwarder backend runs the harness's own binary, here this one.
+	if len(os.Args) == 2 && os.Args[1] == forwarderCommand {
+		os.Exit(runForwarder(os.Stderr))
+	}
 	code := m.Run()
 	if binaryDir != "" {
 		os.RemoveAll(binaryDir)
@@ -58,6 +62,34 @@ func TestHarnessSQLite(t *testing.T) {
 func TestHarnessPostgres(t *testing.T) {
 	t.Parallel()
 	testHarness(t, "postgres", pgtest.ServerURL(t))
+}
+
+func TestHarnessForwarder(t *testing.T) {
+	t.Parallel()
+	report, err := Run(t.Context(), Config{
+		Concurrency: []int{4},
+		Duration:    300 * time.Millisecond,
+		Warmup:      100 * time.Millisecond,
+		Modes:       []string{"json", "sse"},
+		Backends:    []string{backendForwarder},
+		Progress:    t.Output(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failures := report.Failures(); len(failures) > 0 {
+		t.Fatalf("checks failed:\n%s", strings.Join(failures, "\n"))
+	}
+	var got []string
+	for _, row := range report.Rows {
+		got = append(got, row.Scenario)
+		if row.Backend == backendForwarder && (row.RatioToDirect == nil || row.Requests == 0) {
+			t.Errorf("%s: not measured against the direct run: %+v", row.Scenario, row)
+		}
+	}
+	if want := []string{"direct json c4", "direct sse c4", "forwarder json c4", "forwarder sse c4"}; !slices.Equal(got, want) {
+		t.Errorf("scenarios:\n got %q\nwant %q", got, want)
+	}
 }
 
 func testHarness(t *testing.T, backend, pgURL string) {

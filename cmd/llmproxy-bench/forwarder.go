@@ -81,20 +81,21 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()[name] = values
 	}
 	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
-	buf := *bufp
-	for {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			rc.Flush()
-		}
-		if err != nil {
-			return
-		}
+	io.CopyBuffer(flushWriter{w, http.NewResponseController(w)}, resp.Body, *bufp)
+}
+
+// flushWriter sends each piece on at once, as llmproxy does for streams.
+type flushWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(b []byte) (int, error) {
+	n, err := f.w.Write(b)
+	if err == nil {
+		err = f.rc.Flush()
 	}
+	return n, err
 }
