@@ -194,11 +194,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer h.upstream.Close()
 
 	for _, backend := range cfg.Backends {
-		run := h.runBackend
+		var err error
 		if backend == backendForwarder {
-			run = func(ctx context.Context, _, _ string) error { return h.runForwarder(ctx) }
+			err = h.measureForwarder(ctx)
+		} else {
+			err = h.runBackend(ctx, backend, tmp)
 		}
-		if err := run(ctx, backend, tmp); err != nil {
+		if err != nil {
 			h.addDirectRows()
 			return h.report, fmt.Errorf("%s: %w", backend, err)
 		}
@@ -296,9 +298,9 @@ func (h *harness) addDirectRows() {
 	h.report.Rows = append(rows, h.report.Rows...)
 }
 
-// runForwarder measures the reference forwarder (see forwarder.go) like
+// measureForwarder measures the reference forwarder (see forwarder.go) like
 // an unlimited token's runs, and checks that it forwarded every answer.
-func (h *harness) runForwarder(ctx context.Context) error {
+func (h *harness) measureForwarder(ctx context.Context) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
