@@ -66,20 +66,7 @@ func TestHarnessPostgres(t *testing.T) {
 
 func TestHarnessForwarder(t *testing.T) {
 	t.Parallel()
-	report, err := Run(t.Context(), Config{
-		Concurrency: []int{4},
-		Duration:    300 * time.Millisecond,
-		Warmup:      100 * time.Millisecond,
-		Modes:       []string{"json", "sse"},
-		Backends:    []string{backendForwarder},
-		Progress:    t.Output(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if failures := report.Failures(); len(failures) > 0 {
-		t.Fatalf("checks failed:\n%s", strings.Join(failures, "\n"))
-	}
+	report := runBriefly(t, backendForwarder, "", "")
 	var got []string
 	for _, row := range report.Rows {
 		got = append(got, row.Scenario)
@@ -92,7 +79,10 @@ func TestHarnessForwarder(t *testing.T) {
 	}
 }
 
-func testHarness(t *testing.T, backend, pgURL string) {
+// runBriefly runs the harness on one backend, JSON and SSE at c4 for
+// 300 ms each, and fails the test if the run or any check fails.
+func runBriefly(t *testing.T, backend, pgURL, binary string) *Report {
+	t.Helper()
 	report, err := Run(t.Context(), Config{
 		Concurrency: []int{4},
 		Duration:    300 * time.Millisecond,
@@ -100,7 +90,7 @@ func testHarness(t *testing.T, backend, pgURL string) {
 		Modes:       []string{"json", "sse"},
 		Backends:    []string{backend},
 		PostgresURL: pgURL,
-		Binary:      proxyBinary(t),
+		Binary:      binary,
 		Progress:    t.Output(),
 	})
 	if err != nil {
@@ -109,6 +99,11 @@ func testHarness(t *testing.T, backend, pgURL string) {
 	if failures := report.Failures(); len(failures) > 0 {
 		t.Fatalf("checks failed:\n%s", strings.Join(failures, "\n"))
 	}
+	return report
+}
+
+func testHarness(t *testing.T, backend, pgURL string) {
+	report := runBriefly(t, backend, pgURL, proxyBinary(t))
 	want := []string{
 		"direct json c4", "direct sse c4",
 		backend + " json c4 unlimited", backend + " json c4 max_requests",
