@@ -60,9 +60,10 @@ type TokenAdmitter interface {
 	// TokenAdmitByHash is TokenAdmit of n ≥ 0 requests at once, for the
 	// token with this secret hash, also returning the token's project as the
 	// admission saw it. It also reserves reserve ≥ 0 more requests (n +
-	// reserve ≥ 1): counts them in RequestCount and RequestsReserved. The caller may admit them
-	// without asking again for at most AdmissionLease from before the call,
-	// and must settle them with TokenSettleReserved when the lease ends.
+	// reserve ≥ 1): counts them in RequestCount and RequestsReserved. The
+	// caller may admit them without asking again for at most AdmissionLease
+	// from before the call, and must settle them with TokenSettleReserved
+	// when the lease ends.
 	//
 	// It counts all n + reserve or nothing: it returns ErrNotFound for an
 	// unknown hash, TokenAdmit's errors otherwise, and a *LimitError when the

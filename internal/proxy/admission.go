@@ -479,8 +479,8 @@ func (q *admissionQueue) settleReserved(ctx context.Context) error {
 }
 
 // Close ends every lease and settles what they reserved, giving back what
-// they did not use. The queue admits no more requests on a lease afterwards; call it
-// once the requests in flight have finished.
+// they did not use. The queue admits no more requests on a lease
+// afterwards; call it once the requests in flight have finished.
 func (q *admissionQueue) Close(ctx context.Context) error {
 	q.mu.Lock()
 	if q.closed {
