@@ -1,0 +1,129 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llmproxy/llmproxy/gen/sqlitedb"
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// queryPlanner stands in for the database of a generated query: it asks
+// SQLite for the query's plan with the same arguments instead of running it.
+type queryPlanner struct {
+	db    *sql.DB
+	plans []string
+}
+
+var errPlanned = errors.New("planned, not run")
+
+func (p *queryPlanner) plan(ctx context.Context, query string, args []any) {
+	rows, err := p.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		p.plans = append(p.plans, "error: "+err.Error())
+		return
+	}
+	defer rows.Close()
+	var lines []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			lines = append(lines, "error: "+err.Error())
+			break
+		}
+		lines = append(lines, detail)
+	}
+	p.plans = append(p.plans, strings.Join(lines, "; "))
+}
+
+func (p *queryPlanner) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	p.plan(ctx, query, args)
+	return nil, errPlanned
+}
+
+func (p *queryPlanner) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	p.plan(ctx, query, args)
+	return p.db.QueryRowContext(ctx, "SELECT 1 WHERE false") // sql.ErrNoRows
+}
+
+func (p *queryPlanner) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	p.plan(ctx, query, args)
+	return nil, errPlanned
+}
+
+func (p *queryPlanner) PrepareContext(context.Context, string) (*sql.Stmt, error) {
+	return nil, errPlanned
+}
+
+// TestUsageQueriesSearchAnIndex holds that every query reading usage_events
+// searches it by created_at or id instead of scanning the table, with or
+// without a project or token filter. Those filters are optional parameters
+// ("? IS NULL OR project_id = ?"), which SQLite cannot look up in an index,
+// so usage_events has no project or token index to keep up on every insert.
+func TestUsageQueriesSearchAnIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTestStore(t)
+
+	// Enough rows of several projects and tokens for ANALYZE to have
+	// something to weigh.
+	now := time.Now()
+	var events []*service.UsageEventCreateParams
+	for i := range 2000 {
+		events = append(events, &service.UsageEventCreateParams{
+			TokenID: int64(1 + i%50), ProjectID: int64(1 + i%5), Method: "POST", Path: "/v1/chat/completions",
+			Model: "m", Status: 200, CreatedAt: now.Add(-time.Duration(i) * time.Minute),
+		})
+	}
+	if _, err := s.UsageInsertBatch(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.writer.ExecContext(ctx, "ANALYZE"); err != nil {
+		t.Fatal(err)
+	}
+
+	project, token := int64(3), int64(7)
+	since, until := now.Add(-time.Hour).UnixMilli(), now.UnixMilli()
+	filters := []struct {
+		name             string
+		project, tokenID *int64
+	}{{"all", nil, nil}, {"project", &project, nil}, {"token", nil, &token}, {"both", &project, &token}}
+
+	p := &queryPlanner{db: s.writer}
+	var names []string
+	for _, f := range filters {
+		_, _ = s.q.UsageTotals(ctx, p, &sqlitedb.UsageTotalsParams{
+			ProjectID: f.project, TokenID: f.tokenID, Since: since, Until: until, SinceDay: 0, UntilDay: until,
+		})
+		_, _ = s.q.UsageTotalsByModel(ctx, p, &sqlitedb.UsageTotalsByModelParams{
+			ProjectID: f.project, TokenID: f.tokenID, Since: since, Until: until, SinceDay: 0, UntilDay: until,
+		})
+		_, _ = s.q.UsageList(ctx, p, &sqlitedb.UsageListParams{
+			ProjectID: f.project, TokenID: f.tokenID, BeforeID: 1 << 62, MaxRows: 100,
+		})
+		names = append(names, "UsageTotals "+f.name, "UsageTotalsByModel "+f.name, "UsageList "+f.name)
+	}
+	_, _ = s.q.UsageDeleteBefore(ctx, p, &sqlitedb.UsageDeleteBeforeParams{Before: since, MaxRows: 500})
+	names = append(names, "UsageDeleteBefore")
+
+	if len(p.plans) != len(names) {
+		t.Fatalf("planned %d queries, want %d: %q", len(p.plans), len(names), p.plans)
+	}
+	for i, plan := range p.plans {
+		if strings.HasPrefix(plan, "error") || !strings.Contains(plan, "usage_events") {
+			t.Errorf("%s: no plan for usage_events: %s", names[i], plan)
+			continue
+		}
+		for step := range strings.SplitSeq(plan, "; ") {
+			if strings.HasPrefix(step, "SCAN usage_events") || strings.HasPrefix(step, "SCAN old") {
+				t.Errorf("%s scans usage_events: %s", names[i], plan)
+			}
+		}
+		t.Logf("%-28s %s", names[i], plan)
+	}
+}
