@@ -38,6 +38,9 @@ func (p *queryPlanner) plan(ctx context.Context, query string, args []any) {
 		}
 		lines = append(lines, detail)
 	}
+	if err := rows.Err(); err != nil {
+		lines = append(lines, "error: "+err.Error())
+	}
 	p.plans = append(p.plans, strings.Join(lines, "; "))
 }
 
@@ -90,21 +93,21 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 	project, token := int64(3), int64(7)
 	since, until := now.Add(-time.Hour).UnixMilli(), now.UnixMilli()
 	filters := []struct {
-		name             string
-		project, tokenID *int64
+		name           string
+		project, token *int64
 	}{{"all", nil, nil}, {"project", &project, nil}, {"token", nil, &token}, {"both", &project, &token}}
 
 	p := &queryPlanner{db: s.writer}
 	var names []string
 	for _, f := range filters {
 		_, _ = s.q.UsageTotals(ctx, p, &sqlitedb.UsageTotalsParams{
-			ProjectID: f.project, TokenID: f.tokenID, Since: since, Until: until, SinceDay: 0, UntilDay: until,
+			ProjectID: f.project, TokenID: f.token, Since: since, Until: until, SinceDay: 0, UntilDay: until,
 		})
 		_, _ = s.q.UsageTotalsByModel(ctx, p, &sqlitedb.UsageTotalsByModelParams{
-			ProjectID: f.project, TokenID: f.tokenID, Since: since, Until: until, SinceDay: 0, UntilDay: until,
+			ProjectID: f.project, TokenID: f.token, Since: since, Until: until, SinceDay: 0, UntilDay: until,
 		})
 		_, _ = s.q.UsageList(ctx, p, &sqlitedb.UsageListParams{
-			ProjectID: f.project, TokenID: f.tokenID, BeforeID: 1 << 62, MaxRows: 100,
+			ProjectID: f.project, TokenID: f.token, BeforeID: 1 << 62, MaxRows: 100,
 		})
 		names = append(names, "UsageTotals "+f.name, "UsageTotalsByModel "+f.name, "UsageList "+f.name)
 	}
