@@ -113,7 +113,10 @@ func BenchmarkUsageInsertBatch(b *testing.B) {
 	for _, n := range batchSizes {
 		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
 			s, _ := benchStore(b)
-			ctx := context.Background()
+			// Cancellable, as the usage recorder's is: a driver may watch
+			// such a context per statement.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
 			events := usageEvents(n)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -134,7 +137,10 @@ func BenchmarkRawUsageInsertBatch(b *testing.B) {
 	for _, n := range batchSizes {
 		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
 			s, _ := benchStore(b)
-			ctx := context.Background()
+			// Cancellable, as the usage recorder's is: a driver may watch
+			// such a context per statement.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
 			events := usageEvents(n)
 			capture := &capturedSQL{DB: s.writer}
 			if _, err := s.q.UsageInsert(ctx, capture, &sqlitedb.UsageInsertParams{CreatedAt: 1}); err != nil {

@@ -47,9 +47,16 @@ func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEve
 	}
 	return inTx(ctx, s, func(tx *Store) (int64, error) {
 		db := &txStmts{Tx: tx.tx, stmts: map[string]*sql.Stmt{}}
+		// The driver starts a goroutine per statement to watch a context
+		// that can end; the rows are checked against ctx here instead, and
+		// database/sql rolls the transaction back if it ends.
+		rowCtx := context.WithoutCancel(ctx)
 		var total int64
 		for _, e := range events {
-			n, err := tx.q.UsageInsert(ctx, db, &sqlitedb.UsageInsertParams{
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			n, err := tx.q.UsageInsert(rowCtx, db, &sqlitedb.UsageInsertParams{
 				TokenID:          e.TokenID,
 				ProjectID:        e.ProjectID,
 				Method:           e.Method,
