@@ -125,6 +125,12 @@ func testHarness(t *testing.T, backend, pgURL string) {
 		if row.Tokens != tokensLimitHit && (row.RatioToDirect == nil || row.AddedP99MS == nil) {
 			t.Errorf("%s: not compared with the direct run", row.Scenario)
 		}
+		// The proxy's own time is part of what the clients waited, up to
+		// the histogram's bucket width (1.5×).
+		if row.Tokens != tokensLimitHit && (row.OwnP99MS == nil || *row.OwnP99MS <= 0 || *row.OwnP99MS > 1.5*row.P99MS) {
+			t.Errorf("%s: own p99 %s ms, want more than 0 and at most the clients' p99 %.2f ms (within a bucket)",
+				row.Scenario, optional(row.OwnP99MS, "%.3f"), row.P99MS)
+		}
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("scenarios:\n got %q\nwant %q", got, want)

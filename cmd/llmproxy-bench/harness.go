@@ -114,6 +114,12 @@ type Row struct {
 	AddedP50MS    *float64 `json:"added_p50_ms,omitempty"`
 	AddedP99MS    *float64 `json:"added_p99_ms,omitempty"`
 	RatioToDirect *float64 `json:"ratio_to_direct,omitempty"`
+	// The proxy's own time per request over the measured windows, apart
+	// from waiting for the upstream and the client (llmproxy's
+	// llmproxy_proxy_overhead_seconds, read from /metrics; estimated
+	// within its bucket).
+	OwnP50MS *float64 `json:"own_p50_ms,omitempty"`
+	OwnP99MS *float64 `json:"own_p99_ms,omitempty"`
 	// CPU in cores (CPU seconds per second) over the measured windows: the
 	// proxy process, and the harness itself (load generator and fake upstream).
 	ProxyCPUCores   *float64 `json:"proxy_cpu_cores,omitempty"`
@@ -210,7 +216,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, mode := range cfg.Modes {
 		for _, c := range cfg.Concurrency {
 			if h.direct[directKey(mode, c)] == nil && ctx.Err() == nil {
-				h.measurePaired(ctx, mode, c, nil, nil, "")
+				h.measurePaired(ctx, mode, c, nil, nil, "", nil)
 			}
 		}
 	}
@@ -230,8 +236,10 @@ func directKey(mode string, concurrency int) string { return fmt.Sprintf("%s/%d"
 // measurePaired measures the proxy (spec; nil for none) and the upstream
 // directly, alternating in slices of sliceLength after a warm-up of each,
 // so that both sides see the same share of whatever else the machine is
-// doing. The direct results are also kept for the direct rows.
-func (h *harness) measurePaired(ctx context.Context, mode string, concurrency int, spec *loadSpec, cpu *cpuWindow, pid string) (proxied, direct *loadResult) {
+// doing. The direct results are also kept for the direct rows. With own
+// set, it reads llmproxy's overhead histogram there before and after the
+// measured slices.
+func (h *harness) measurePaired(ctx context.Context, mode string, concurrency int, spec *loadSpec, cpu *cpuWindow, pid string, own *ownTime) (proxied, direct *loadResult) {
 	body, want := modeRequest(mode)
 	directSpec := loadSpec{
 		Client: newLoadClient(concurrency), URL: h.upstream.URL + chatPath, Body: body, WantBody: want,
@@ -261,12 +269,14 @@ func (h *harness) measurePaired(ctx context.Context, mode string, concurrency in
 	if spec != nil {
 		proxyParts = append(proxyParts, warmup(*spec))
 	}
+	own.begin(ctx)
 	for range n {
 		directParts = append(directParts, measure(directSpec, slice, &runs.cpu, ""))
 		if spec != nil {
 			proxyParts = append(proxyParts, measure(*spec, slice, cpu, pid))
 		}
 	}
+	own.end(ctx)
 	direct = combine(directParts...)
 	runs.results = append(runs.results, direct)
 	if spec == nil {
@@ -320,7 +330,7 @@ func (h *harness) measureForwarder(ctx context.Context) error {
 			}
 			var cpu cpuWindow
 			forwardedBefore := h.upstream.count.Load()
-			res, direct := h.measurePaired(ctx, mode, c, &spec, &cpu, p.PID)
+			res, direct := h.measurePaired(ctx, mode, c, &spec, &cpu, p.PID, nil)
 			spec.Client.CloseIdleConnections()
 			fill(row, res, &cpu, p.PID, direct)
 			row.Failures = checkRun(runOutcome{
@@ -431,6 +441,7 @@ func (h *harness) proxyRun(ctx context.Context, be *backendState, mode string, c
 	}
 	var (
 		cpu             cpuWindow
+		own             = &ownTime{base: p.URL, client: mgmt.client}
 		res, direct     *loadResult
 		forwardedBefore = h.upstream.count.Load()
 	)
@@ -445,7 +456,7 @@ func (h *harness) proxyRun(ctx context.Context, be *backendState, mode string, c
 		spec.WindowEnd = func() { cpu.end(p.PID) }
 		res = runLoad(ctx, spec)
 	} else {
-		res, direct = h.measurePaired(ctx, mode, concurrency, &spec, &cpu, p.PID)
+		res, direct = h.measurePaired(ctx, mode, concurrency, &spec, &cpu, p.PID, own)
 	}
 	spec.Client.CloseIdleConnections()
 	forwarded := h.upstream.count.Load() - forwardedBefore
@@ -453,6 +464,12 @@ func (h *harness) proxyRun(ctx context.Context, be *backendState, mode string, c
 		forwarded -= direct.OK()
 	}
 	fill(row, res, &cpu, p.PID, direct)
+	if direct != nil {
+		if err := own.fill(row); err != nil {
+			p.kill()
+			return nil, err
+		}
+	}
 	stopErr := p.stop()
 
 	// A second process reads what the first one left in the database.
@@ -508,6 +525,9 @@ func (h *harness) printRow(row *Row) {
 	fmt.Fprintf(h.progress, "%-36s %7.0f rps  p50 %7.2f ms  p99 %7.2f ms", row.Scenario, row.RPS, row.P50MS, row.P99MS)
 	if row.RatioToDirect != nil {
 		fmt.Fprintf(h.progress, "  %.2f× direct (%.0f rps)", *row.RatioToDirect, *row.DirectRPS)
+	}
+	if row.OwnP99MS != nil {
+		fmt.Fprintf(h.progress, "  own p99 %.2f ms", *row.OwnP99MS)
 	}
 	if len(row.Failures) > 0 {
 		fmt.Fprintf(h.progress, "  FAILED: %s", strings.Join(row.Failures, "; "))

@@ -45,12 +45,29 @@ var copyBuffers = sync.Pool{New: func() any {
 
 var captureBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
+// overhead is the time a request spends in llmproxy itself: from the
+// handler's start until the answer is complete for the client, less the
+// waits for the upstream (its answer, each read of its body) and for the
+// client (each write). It tells the proxy's own cost apart from the
+// upstream's and the network's.
+type overhead struct {
+	waited   time.Duration
+	answered time.Time // the last of the answer handed to the client; zero if none was
+}
+
+// waitedSince adds the time since t to the waits and returns now.
+func (o *overhead) waitedSince(t time.Time) time.Time {
+	now := time.Now()
+	o.waited += now.Sub(t)
+	return now
+}
+
 // forward sends the admitted request upstream and copies the answer back,
 // filling ev's status and usage. aborted means the upstream broke off
 // mid-body while the client was still there: the caller must then abort
 // the client's connection (panic(http.ErrAbortHandler)), so the client sees
 // an incomplete response instead of a short one that looks whole.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.UsageEventCreateParams, body []byte, stream bool, apiKey string) (aborted bool) {
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.UsageEventCreateParams, body []byte, stream bool, apiKey string, own *overhead) (aborted bool) {
 	ctx := r.Context()
 	out := r.Clone(ctx)
 	out.RequestURI, out.Host, out.Close = "", "", false
@@ -72,6 +89,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.Us
 
 	sent := time.Now()
 	resp, err := h.transport.RoundTrip(out)
+	answered := own.waitedSince(sent)
 	if err != nil {
 		if ctx.Err() != nil {
 			ev.Status = statusClientClosed
@@ -85,7 +103,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.Us
 		return false
 	}
 	defer resp.Body.Close()
-	h.observeUpstream(resp.StatusCode, time.Since(sent))
+	h.observeUpstream(resp.StatusCode, answered.Sub(sent))
 	ev.Status = int64(resp.StatusCode)
 
 	removeHopHeaders(resp.Header)
@@ -98,7 +116,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.Us
 	}
 	w.WriteHeader(resp.StatusCode)
 
-	result, broken := h.copyResponse(w, resp, usageResult{model: ev.Model})
+	result, broken := h.copyResponse(w, resp, usageResult{model: ev.Model}, own)
 	ev.Model = result.model
 	ev.PromptTokens, ev.CompletionTokens, ev.TotalTokens = result.prompt, result.completion, result.total
 	if broken && ctx.Err() == nil {
@@ -124,7 +142,7 @@ func (h *Handler) setTarget(u, in *url.URL) {
 // passes. An event stream, or a body of unknown length, is flushed piece by
 // piece so the client sees each as soon as the upstream sends it. broken
 // reports that reading from the upstream failed before the end.
-func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, result usageResult) (_ usageResult, broken bool) {
+func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, result usageResult, own *overhead) (_ usageResult, broken bool) {
 	media := mediaType(resp.Header.Get("Content-Type"))
 	encoding := resp.Header.Get("Content-Encoding")
 	isStream := media == "text/event-stream"
@@ -132,7 +150,9 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, resul
 	var rc *http.ResponseController
 	if isStream || resp.ContentLength < 0 {
 		rc = http.NewResponseController(w)
+		t := time.Now()
 		rc.Flush() // the headers, before a slow first event
+		own.waitedSince(t)
 	}
 	var sse *sseParser
 	var capture *bytes.Buffer
@@ -149,13 +169,17 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, resul
 	defer copyBuffers.Put(bufp)
 	buf := *bufp
 	for {
+		t := time.Now()
 		n, err := resp.Body.Read(buf)
+		t = own.waitedSince(t)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				break // the client left; its context cancels the upstream request
-			}
-			if rc != nil {
+			_, werr := w.Write(buf[:n])
+			if werr == nil && rc != nil {
 				rc.Flush()
+			}
+			own.waitedSince(t)
+			if werr != nil {
+				break // the client left; its context cancels the upstream request
 			}
 			switch {
 			case sse != nil:
@@ -179,8 +203,11 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, resul
 		// The answer is complete: send it now rather than when the handler
 		// returns, so reading its usage and recording it are not part of
 		// the client's wait.
+		t := time.Now()
 		http.NewResponseController(w).Flush()
+		own.waitedSince(t)
 	}
+	own.answered = time.Now()
 	switch {
 	case sse != nil:
 		return sse.Finish(), broken

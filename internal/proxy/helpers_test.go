@@ -78,6 +78,7 @@ type env struct {
 	upstream *upstreamtest.Server
 	recorder *usage.Recorder
 	proxy    *proxy.Handler
+	metrics  *metrics.Metrics
 	server   *httptest.Server // the proxy's
 	url      string
 	client   *http.Client
@@ -133,7 +134,7 @@ func newEnv(t testing.TB, b backend, o envOptions) *env {
 	transport := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
 	t.Cleanup(transport.CloseIdleConnections)
 	return &env{
-		store: store, keys: keys, upstream: up, recorder: rec, proxy: handler, server: srv, url: srv.URL,
+		store: store, keys: keys, upstream: up, recorder: rec, proxy: handler, metrics: m, server: srv, url: srv.URL,
 		client: &http.Client{Transport: transport},
 	}
 }

@@ -153,7 +153,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The body is read before admission so that a request that cannot be
 	// forwarded (too large, client gone) is not counted against the token.
+	var own overhead
+	reading := time.Now()
 	body, apiErr := h.readBody(w, r)
+	own.waitedSince(reading) // for the client's body
 	if apiErr != nil {
 		h.refuse(w, r, apiErr, nil)
 		return
@@ -179,8 +182,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Model:     fields.Model,
 		CreatedAt: start.UTC(),
 	}
-	aborted := h.forward(w, r, ev, body, fields.Stream, apiKey)
+	aborted := h.forward(w, r, ev, body, fields.Stream, apiKey, &own)
 	ev.LatencyMS = time.Since(start).Milliseconds()
+	if !own.answered.IsZero() && h.metrics != nil {
+		h.metrics.ObserveOverhead(own.answered.Sub(start) - own.waited)
+	}
 	// Record waits only when the usage queue is full (back-pressure); the
 	// client's departure must not cancel that wait and lose the event.
 	if err := h.recorder.Record(context.WithoutCancel(ctx), ev); err != nil {

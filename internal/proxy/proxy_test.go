@@ -324,6 +324,56 @@ func TestAnswerReachesClientBeforeUsageIsRecorded(t *testing.T) {
 	}
 }
 
+func TestOverheadLeavesOutUpstreamWaits(t *testing.T) {
+	t.Parallel()
+	const wait = 300 * time.Millisecond
+	e := newEnv(t, backends[0], envOptions{upstream: upstreamtest.Options{Chunks: 3, ChunkDelay: wait / 3}})
+	_, secret, _ := e.newToken(t)
+	var count uint64
+	var sum float64
+	check := func(what string, req *http.Request, wantObserved bool) {
+		t.Helper()
+		resp, _ := e.do(t, req)
+		c, s := overheadHistogram(t, e)
+		n, took := c-count, time.Duration((s-sum)*float64(time.Second))
+		count, sum = c, s
+		switch {
+		case !wantObserved:
+			if n != 0 {
+				t.Errorf("%s (status %d): %d overhead observations, want none", what, resp.StatusCode, n)
+			}
+		case n != 1:
+			t.Errorf("%s (status %d): %d overhead observations, want 1", what, resp.StatusCode, n)
+		case took <= 0 || took >= wait/2:
+			// The upstream took at least wait; the proxy's own part is far less.
+			t.Errorf("%s: overhead %v, want more than 0 and well under the upstream's %v", what, took, wait)
+		}
+	}
+	slow := e.request(t, http.MethodPost, "/v1/chat/completions", secret, strings.NewReader(chatBody))
+	slow.Header.Set(upstreamtest.HeaderDelay, wait.String())
+	check("answer after a delay", slow, true)
+	check("stream with pauses", e.request(t, http.MethodPost, "/v1/chat/completions", secret,
+		strings.NewReader(`{"model":"gpt-stream","stream":true}`)), true)
+	check("refused", e.request(t, http.MethodPost, "/v1/chat/completions", "", strings.NewReader(chatBody)), false)
+}
+
+// overheadHistogram reads llmproxy_proxy_overhead_seconds: observations and their sum.
+func overheadHistogram(t *testing.T, e *env) (count uint64, sum float64) {
+	t.Helper()
+	families, err := e.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "llmproxy_proxy_overhead_seconds" {
+			h := f.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	t.Fatal("llmproxy_proxy_overhead_seconds not registered")
+	return 0, 0
+}
+
 func TestUpstreamPathAndModel(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, envOptions{})
