@@ -89,7 +89,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.Us
 
 	sent := time.Now()
 	resp, err := h.transport.RoundTrip(out)
-	answered := own.waitedSince(sent)
+	headersAt := own.waitedSince(sent)
 	if err != nil {
 		if ctx.Err() != nil {
 			ev.Status = statusClientClosed
@@ -103,7 +103,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.Us
 		return false
 	}
 	defer resp.Body.Close()
-	h.observeUpstream(resp.StatusCode, answered.Sub(sent))
+	h.observeUpstream(resp.StatusCode, headersAt.Sub(sent))
 	ev.Status = int64(resp.StatusCode)
 
 	removeHopHeaders(resp.Header)

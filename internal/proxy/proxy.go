@@ -184,8 +184,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	aborted := h.forward(w, r, ev, body, fields.Stream, apiKey, &own)
 	ev.LatencyMS = time.Since(start).Milliseconds()
-	if !own.answered.IsZero() && h.metrics != nil {
-		h.metrics.ObserveOverhead(own.answered.Sub(start) - own.waited)
+	if !own.answered.IsZero() {
+		h.observeOverhead(own.answered.Sub(start) - own.waited)
 	}
 	// Record waits only when the usage queue is full (back-pressure); the
 	// client's departure must not cancel that wait and lose the event.
@@ -296,6 +296,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api
 func (h *Handler) observeAdmission(result string) {
 	if h.metrics != nil {
 		h.metrics.ObserveAdmission(result)
+	}
+}
+
+func (h *Handler) observeOverhead(elapsed time.Duration) {
+	if h.metrics != nil {
+		h.metrics.ObserveOverhead(elapsed)
 	}
 }
 
