@@ -48,7 +48,7 @@ var captureBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // overhead is the time a request spends in llmproxy itself: from the
 // handler's start until the answer is complete for the client, less the
 // waits for the upstream (its answer, each read of its body) and for the
-// client (each write). It tells the proxy's own cost apart from the
+// client (reading its body, each write). It tells the proxy's own cost apart from the
 // upstream's and the network's.
 type overhead struct {
 	waited   time.Duration
