@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"unicode/utf8"
 )
 
@@ -12,22 +11,34 @@ const maxModelLen = 200
 
 // requestFields are the parts of an OpenAI request body the proxy reads.
 type requestFields struct {
-	Model  string `json:"model"`
-	Stream bool   `json:"stream"`
+	Model  string
+	Stream bool
 }
 
-// parseRequest reads "model" and "stream" from a JSON request body. Any
-// other body (not JSON, multipart) gives zero values, and a field of the
-// wrong type is left zero: the upstream, not the proxy, judges requests.
+// parseRequest reads "model" and "stream" from a JSON request body as
+// json.Unmarshal would. Any other body (not JSON, multipart) gives zero
+// values, and a field of the wrong type is left zero: the upstream, not
+// the proxy, judges requests.
 func parseRequest(body []byte) requestFields {
 	var f requestFields
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return f
 	}
-	// Unmarshal checks the syntax of the whole body before it fills
-	// anything, and on a type error it still fills the other fields.
-	json.Unmarshal(trimmed, &f)
+	s := jsonScan{data: trimmed}
+	s.document(func(key []byte) {
+		switch {
+		case s.keyIs(key, "model"):
+			s.readString(&f.Model)
+		case s.keyIs(key, "stream"):
+			s.readBool(&f.Stream)
+		default:
+			s.skipValue()
+		}
+	})
+	if s.bad {
+		return requestFields{}
+	}
 	f.Model = clipModel(f.Model)
 	return f
 }
@@ -47,22 +58,67 @@ func clipModel(s string) string {
 // tokenCounts is a usage object: Chat Completions and embeddings name the
 // counts prompt/completion, the Responses API input/output.
 type tokenCounts struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	InputTokens      int64 `json:"input_tokens"`
-	OutputTokens     int64 `json:"output_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
+	PromptTokens, CompletionTokens int64
+	InputTokens, OutputTokens      int64
+	TotalTokens                    int64
 }
 
 // responseUsage is what a response body (or one SSE event) says about usage.
 type responseUsage struct {
-	Model string       `json:"model"`
-	Usage *tokenCounts `json:"usage"`
+	Model string
+	Usage *tokenCounts
 	// Responses API: the final stream event nests the response object.
-	Response *struct {
-		Model string       `json:"model"`
-		Usage *tokenCounts `json:"usage"`
-	} `json:"response"`
+	Response *nestedResponse
+}
+
+type nestedResponse struct {
+	Model string
+	Usage *tokenCounts
+}
+
+// scanResponseUsage reads doc into r as json.Unmarshal would; ok is false
+// where Unmarshal would return an error.
+func scanResponseUsage(doc []byte) (r responseUsage, ok bool) {
+	s := jsonScan{data: doc}
+	object := s.document(func(key []byte) {
+		switch {
+		case s.keyIs(key, "model"):
+			s.readString(&r.Model)
+		case s.keyIs(key, "usage"):
+			readObject(&s, &r.Usage, s.readTokenCounts)
+		case s.keyIs(key, "response"):
+			readObject(&s, &r.Response, func(n *nestedResponse, key []byte) {
+				switch {
+				case s.keyIs(key, "model"):
+					s.readString(&n.Model)
+				case s.keyIs(key, "usage"):
+					readObject(&s, &n.Usage, s.readTokenCounts)
+				default:
+					s.skipValue()
+				}
+			})
+		default:
+			s.skipValue()
+		}
+	})
+	return r, object && !s.bad && !s.typeErr
+}
+
+func (s *jsonScan) readTokenCounts(c *tokenCounts, key []byte) {
+	switch {
+	case s.keyIs(key, "prompt_tokens"):
+		s.readInt64(&c.PromptTokens)
+	case s.keyIs(key, "completion_tokens"):
+		s.readInt64(&c.CompletionTokens)
+	case s.keyIs(key, "input_tokens"):
+		s.readInt64(&c.InputTokens)
+	case s.keyIs(key, "output_tokens"):
+		s.readInt64(&c.OutputTokens)
+	case s.keyIs(key, "total_tokens"):
+		s.readInt64(&c.TotalTokens)
+	default:
+		s.skipValue()
+	}
 }
 
 // usageResult is the model to record and the token counts a response reported.
@@ -75,8 +131,8 @@ type usageResult struct {
 // (the request's comes first), and its usage, the last one seen winning
 // (streams report it at the end).
 func (u *usageResult) add(doc []byte) {
-	var r responseUsage
-	if json.Unmarshal(doc, &r) != nil {
+	r, ok := scanResponseUsage(doc)
+	if !ok {
 		return
 	}
 	model, counts := r.Model, r.Usage
