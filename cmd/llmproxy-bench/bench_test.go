@@ -122,6 +122,11 @@ func testHarness(t *testing.T, backend, pgURL string) {
 		if row.ProxyCPUCores == nil || row.ProxyMaxRSSMB == nil || *row.ProxyMaxRSSMB <= 0 {
 			t.Errorf("%s: proxy CPU or RSS not read from /proc", row.Scenario)
 		}
+		// The test's PostgreSQL server runs on this machine; SQLite is
+		// inside the proxy.
+		if measured := row.DatabaseCPUCores != nil; measured != (backend == "postgres") {
+			t.Errorf("%s: database CPU %s, want it measured only on postgres", row.Scenario, optional(row.DatabaseCPUCores, "%.3f"))
+		}
 		if row.Tokens != tokensLimitHit && (row.RatioToDirect == nil || row.AddedP99MS == nil) {
 			t.Errorf("%s: not compared with the direct run", row.Scenario)
 		}
@@ -263,5 +268,23 @@ func TestPacedLoadKeepsToItsSchedule(t *testing.T) {
 	sent := res.OK()
 	if limit := int64(200*0.5) + 4; sent == 0 || sent > limit {
 		t.Fatalf("%d requests sent, want 1 to %d", sent, limit)
+	}
+}
+
+func TestOnThisMachine(t *testing.T) {
+	t.Parallel()
+	for url, want := range map[string]bool{
+		"postgres://postgres@127.0.0.1:5432/postgres":   true,
+		"postgres://u@localhost/db":                     true,
+		"postgresql://u@[::1]:5433/db":                  true,
+		"postgres:///db?host=/var/run/postgresql":       true,
+		"postgres://u@db.example.com/db":                false,
+		"postgres://u@10.0.0.5/db":                      false,
+		"postgres://u@127.0.0.1/db?host=db.example.com": false,
+		"::not a url": false,
+	} {
+		if got := onThisMachine(url); got != want {
+			t.Errorf("onThisMachine(%q) = %v, want %v", url, got, want)
+		}
 	}
 }

@@ -124,7 +124,10 @@ type Row struct {
 	// proxy process, and the harness itself (load generator and fake upstream).
 	ProxyCPUCores   *float64 `json:"proxy_cpu_cores,omitempty"`
 	HarnessCPUCores *float64 `json:"harness_cpu_cores,omitempty"`
-	ProxyMaxRSSMB   *float64 `json:"proxy_max_rss_mb,omitempty"`
+	// The PostgreSQL server's processes, when it runs on this machine
+	// (SQLite runs inside the proxy, so its CPU is the proxy's).
+	DatabaseCPUCores *float64 `json:"database_cpu_cores,omitempty"`
+	ProxyMaxRSSMB    *float64 `json:"proxy_max_rss_mb,omitempty"`
 
 	// Whole run, warm-up included.
 	Admitted int64         `json:"admitted"` // 200s
@@ -346,6 +349,7 @@ func (h *harness) measureForwarder(ctx context.Context) error {
 // backendState is what the runs on one backend share.
 type backendState struct {
 	name      string
+	localDB   bool // a PostgreSQL server on this machine, whose CPU is measured
 	env       []string
 	projectID string
 	mgmtToken string
@@ -382,7 +386,10 @@ func (h *harness) runBackend(ctx context.Context, name, tmp string) error {
 		settings["DB_DRIVER"] = "postgres"
 		settings["DATABASE_URL"] = dbURL
 	}
-	be := &backendState{name: name, env: proxyEnv(settings), mgmtToken: mgmtToken}
+	be := &backendState{
+		name: name, env: proxyEnv(settings), mgmtToken: mgmtToken,
+		localDB: name == "postgres" && onThisMachine(h.cfg.PostgresURL),
+	}
 
 	limitedRate := map[string]float64{} // admitted per second of load, by mode/concurrency
 	for _, mode := range h.cfg.Modes {
@@ -440,7 +447,7 @@ func (h *harness) proxyRun(ctx context.Context, be *backendState, mode string, c
 		Concurrency: concurrency, Rate: h.cfg.Rate,
 	}
 	var (
-		cpu             cpuWindow
+		cpu             = cpuWindow{database: be.localDB}
 		own             = &ownTime{base: p.URL, client: mgmt.client}
 		res, direct     *loadResult
 		forwardedBefore = h.upstream.count.Load()
@@ -510,6 +517,7 @@ func fill(row *Row, res *loadResult, cpu *cpuWindow, pid string, direct *loadRes
 		return
 	}
 	row.ProxyCPUCores = cpu.cores(pid)
+	row.DatabaseCPUCores = cpu.databaseCores()
 	if rss, ok := peakRSS(pid); ok {
 		row.ProxyMaxRSSMB = ptr(float64(rss) / (1 << 20))
 	}
@@ -536,12 +544,16 @@ func (h *harness) printRow(row *Row) {
 }
 
 // cpuWindow adds up the CPU time used inside measured windows, by the
-// proxy (by pid) and by the harness ("").
+// proxy (by pid), by the harness (""), and with database set by the local
+// PostgreSQL server's processes.
 type cpuWindow struct {
+	database                bool
 	t0                      time.Time
 	proxy0, self0           time.Duration
-	wall, proxy, self       time.Duration
+	db0                     map[string]time.Duration
+	wall, proxy, self, db   time.Duration
 	proxyFailed, selfFailed bool // /proc could not be read
+	dbFailed                bool
 }
 
 func (w *cpuWindow) begin(pid string) {
@@ -553,6 +565,11 @@ func (w *cpuWindow) begin(pid string) {
 	if pid != "" {
 		if w.proxy0, ok = cpuTime(pid); !ok {
 			w.proxyFailed = true
+		}
+	}
+	if w.database {
+		if w.db0, ok = postgresCPU(); !ok {
+			w.dbFailed = true
 		}
 	}
 }
@@ -571,6 +588,17 @@ func (w *cpuWindow) end(pid string) {
 			w.proxyFailed = true
 		}
 	}
+	if w.database {
+		now, ok := postgresCPU()
+		if !ok || len(now) == 0 {
+			w.dbFailed = true // not on this machine
+		}
+		// A process started inside the window (a new connection) used
+		// all its time there; one that ended inside it is not counted.
+		for pid, d := range now {
+			w.db += d - w.db0[pid]
+		}
+	}
 }
 
 // cores is the CPU time used per second of the windows; nil when /proc
@@ -585,6 +613,15 @@ func (w *cpuWindow) cores(pid string) *float64 {
 		return ptr(w.proxy.Seconds() / w.wall.Seconds())
 	}
 	return nil
+}
+
+// databaseCores is cores for the PostgreSQL server; nil when it was not
+// measured.
+func (w *cpuWindow) databaseCores() *float64 {
+	if !w.database || w.dbFailed || w.wall <= 0 {
+		return nil
+	}
+	return ptr(w.db.Seconds() / w.wall.Seconds())
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -146,13 +146,13 @@ func printTable(w io.Writer, r *Report) {
 		scenarioWidth = max(scenarioWidth, len(row.Scenario))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%-*s\trps\tdirect rps\t× direct\tp50 ms\tp99 ms\t+p50 ms\t+p99 ms\town p99 ms\tproxy CPU\tproxy RSS MB\tharness CPU\t  check\n",
+	fmt.Fprintf(tw, "%-*s\trps\tdirect rps\t× direct\tp50 ms\tp99 ms\t+p50 ms\t+p99 ms\town p99 ms\tproxy CPU\tdb CPU\tproxy RSS MB\tharness CPU\t  check\n",
 		scenarioWidth, "scenario")
 	for i, row := range r.Rows {
-		fmt.Fprintf(tw, "%-*s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t  %s\n",
+		fmt.Fprintf(tw, "%-*s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t  %s\n",
 			scenarioWidth, row.Scenario, row.RPS, optional(row.DirectRPS, "%.0f"), optional(row.RatioToDirect, "%.2f"),
 			row.P50MS, row.P99MS, optional(row.AddedP50MS, "%+.2f"), optional(row.AddedP99MS, "%+.2f"), optional(row.OwnP99MS, "%.2f"),
-			optional(row.ProxyCPUCores, "%.2f"), optional(row.ProxyMaxRSSMB, "%.1f"), optional(row.HarnessCPUCores, "%.2f"),
+			optional(row.ProxyCPUCores, "%.2f"), optional(row.DatabaseCPUCores, "%.2f"), optional(row.ProxyMaxRSSMB, "%.1f"), optional(row.HarnessCPUCores, "%.2f"),
 			checks[i])
 	}
 	tw.Flush()

@@ -52,6 +52,31 @@ func parseStatCPU(stat []byte) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
+// postgresCPU is the CPU time each process on this machine named postgres
+// (a PostgreSQL server: its backends, WAL writer, checkpointer, ...) has
+// used so far, by pid. ok is false where there is no /proc.
+func postgresCPU() (byPID map[string]time.Duration, ok bool) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, false
+	}
+	byPID = make(map[string]time.Duration)
+	for _, e := range entries {
+		pid := e.Name()
+		if pid[0] < '0' || pid[0] > '9' {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil || !bytes.Contains(stat, []byte(" (postgres) ")) {
+			continue // ended meanwhile, or another program
+		}
+		if d, err := parseStatCPU(stat); err == nil {
+			byPID[pid] = d
+		}
+	}
+	return byPID, true
+}
+
 // peakRSS is a process's resident set high-water mark (VmHWM) in bytes.
 func peakRSS(pid string) (int64, bool) {
 	f, err := os.Open("/proc/" + pid + "/status")

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -288,6 +289,25 @@ var errPostgresUnreachable = errors.New("cannot connect")
 
 // createPostgresDatabase creates a fresh database on the server at
 // serverURL and returns its URL and a function that drops it.
+// onThisMachine reports whether a postgres:// URL names a server on this
+// machine (loopback or a Unix socket), whose processes' CPU the harness
+// can then read.
+func onThisMachine(serverURL string) bool {
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if h := u.Query().Get("host"); h != "" {
+		host = h
+	}
+	if host == "" || host == "localhost" || strings.HasPrefix(host, "/") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func createPostgresDatabase(ctx context.Context, serverURL string) (string, func(context.Context) error, error) {
 	u, err := url.Parse(serverURL)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
