@@ -86,17 +86,7 @@ func (s *jsonScan) skipValue() {
 // object reads the object that starts at s.pos. visit, if set, is given
 // each key as it is between the quotes and must read the member's value.
 func (s *jsonScan) object(visit func(key []byte)) {
-	if s.depth++; s.depth > maxJSONDepth {
-		s.fail()
-		return
-	}
-	s.pos++ // '{'
-	if s.peek() == '}' {
-		s.pos++
-		s.depth--
-		return
-	}
-	for {
+	s.container('}', func() {
 		if s.peek() != '"' {
 			s.fail()
 			return
@@ -112,37 +102,30 @@ func (s *jsonScan) object(visit func(key []byte)) {
 		} else {
 			s.skipValue()
 		}
-		switch s.peek() {
-		case ',':
-			s.pos++
-		case '}':
-			s.pos++
-			s.depth--
-			return
-		default:
-			s.fail()
-			return
-		}
-	}
+	})
 }
 
-func (s *jsonScan) array() {
+func (s *jsonScan) array() { s.container(']', s.skipValue) }
+
+// container reads the object or array that starts at s.pos and ends with
+// end, calling item to read each member or element.
+func (s *jsonScan) container(end byte, item func()) {
 	if s.depth++; s.depth > maxJSONDepth {
 		s.fail()
 		return
 	}
-	s.pos++ // '['
-	if s.peek() == ']' {
+	s.pos++ // '{' or '['
+	if s.peek() == end {
 		s.pos++
 		s.depth--
 		return
 	}
 	for {
-		s.skipValue()
+		item()
 		switch s.peek() {
 		case ',':
 			s.pos++
-		case ']':
+		case end:
 			s.pos++
 			s.depth--
 			return
