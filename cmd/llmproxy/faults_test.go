@@ -162,7 +162,7 @@ func usageRequests(t *testing.T, env map[string]string) int64 {
 // Load phases of TestServePostgresRestart.
 const (
 	phaseUp         int32 = iota
-	phaseDown             // stopped: every request fails fast
+	phaseDown             // stopped, leases from before ended: every request fails fast
 	phaseRestarting       // starting: requests may fail
 	phaseBack             // started: requests succeed after a few retries at most
 )
@@ -331,6 +331,10 @@ func TestServePostgresRestart(t *testing.T) {
 	if err := cluster.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	// An admission lease granted just before the stop admits the token's
+	// requests without the database until it ends; after that every
+	// request needs the database.
+	service.AwaitAdmissionLeases()
 	phase.Store(phaseDown)
 	close(hold)
 	if rest, err := io.ReadAll(stream); err != nil || !strings.Contains(string(rest), "data: [DONE]") || !strings.Contains(string(rest), `"usage"`) {
