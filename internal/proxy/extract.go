@@ -63,17 +63,17 @@ type tokenCounts struct {
 	TotalTokens                    int64
 }
 
-// responseUsage is what a response body (or one SSE event) says about usage.
-type responseUsage struct {
+// modelUsage is what a response object says about usage.
+type modelUsage struct {
 	Model string
 	Usage *tokenCounts
-	// Responses API: the final stream event nests the response object.
-	Response *nestedResponse
 }
 
-type nestedResponse struct {
-	Model string
-	Usage *tokenCounts
+// responseUsage is what a response body (or one SSE event) says about usage.
+type responseUsage struct {
+	modelUsage
+	// Responses API: the final stream event nests the response object.
+	Response *modelUsage
 }
 
 // scanResponseUsage reads doc into r as json.Unmarshal would; ok is false
@@ -81,27 +81,24 @@ type nestedResponse struct {
 func scanResponseUsage(doc []byte) (r responseUsage, ok bool) {
 	s := jsonScan{data: doc}
 	object := s.document(func(key []byte) {
-		switch {
-		case s.keyIs(key, "model"):
-			s.readString(&r.Model)
-		case s.keyIs(key, "usage"):
-			readObject(&s, &r.Usage, s.readTokenCounts)
-		case s.keyIs(key, "response"):
-			readObject(&s, &r.Response, func(n *nestedResponse, key []byte) {
-				switch {
-				case s.keyIs(key, "model"):
-					s.readString(&n.Model)
-				case s.keyIs(key, "usage"):
-					readObject(&s, &n.Usage, s.readTokenCounts)
-				default:
-					s.skipValue()
-				}
-			})
-		default:
-			s.skipValue()
+		if s.keyIs(key, "response") {
+			readObject(&s, &r.Response, s.readModelUsage)
+		} else {
+			s.readModelUsage(&r.modelUsage, key)
 		}
 	})
 	return r, object && !s.bad && !s.typeErr
+}
+
+func (s *jsonScan) readModelUsage(m *modelUsage, key []byte) {
+	switch {
+	case s.keyIs(key, "model"):
+		s.readString(&m.Model)
+	case s.keyIs(key, "usage"):
+		readObject(s, &m.Usage, s.readTokenCounts)
+	default:
+		s.skipValue()
+	}
 }
 
 func (s *jsonScan) readTokenCounts(c *tokenCounts, key []byte) {
