@@ -30,20 +30,16 @@ const maxJSONDepth = 10000
 // document is an object (or null, which leaves a struct as it was); s.bad
 // tells whether it is JSON at all.
 func (s *jsonScan) document(visit func(key []byte)) (object bool) {
-	switch s.peek() {
-	case '{':
-		object = true
+	first := s.peek()
+	if first == '{' {
 		s.object(visit)
-	case 'n':
-		object = true
-		s.skipValue()
-	default:
+	} else {
 		s.skipValue()
 	}
 	if s.peek() != 0 || s.pos < len(s.data) {
 		s.fail() // something after the value
 	}
-	return object
+	return first == '{' || first == 'n'
 }
 
 func (s *jsonScan) fail() {
