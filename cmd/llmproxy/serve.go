@@ -102,8 +102,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		m.DatabasePool(pool.PoolStats)
 	}
 	manager := manage.New(store, cfg.Keys, log)
+	var accessLog *slog.Logger
+	if cfg.AccessLog {
+		accessLog = log
+	}
 	proxyHandler := proxy.New(proxy.Options{
 		Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
+		BodyReadTimeout: cfg.BodyReadTimeout, AccessLog: accessLog,
 	})
 	handler := server.New(server.Options{
 		Store:           store,

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/service"
@@ -37,8 +38,14 @@ const Help = `Configuration (environment):
   USAGE_RETENTION_DAYS         days raw usage events are kept (default 90); older ones are rolled
                                up into daily totals per project, token and model, hourly. 0 keeps
                                them forever
+  BODY_READ_TIMEOUT            longest a client may take to send a /v1 request body, a Go
+                               duration (default 60s); a slower one gets 408
+  ACCESS_LOG                   true (default): one JSON log line per /v1 request; false: none
   LOG_LEVEL                    debug, info (default), warn or error; logs are JSON on stderr
 `
+
+// DefaultBodyReadTimeout is BODY_READ_TIMEOUT's default.
+const DefaultBodyReadTimeout = 60 * time.Second
 
 // DefaultUpstreamURL is OpenAI's API.
 const DefaultUpstreamURL = "https://api.openai.com"
@@ -71,6 +78,11 @@ type Config struct {
 	KeyFile        string
 	KeyFileCreated bool
 
+	// BodyReadTimeout bounds the time a client takes to send a body.
+	BodyReadTimeout time.Duration
+	// AccessLog says whether each /v1 request gets a log line.
+	AccessLog bool
+
 	// UsageRetentionDays is how many days raw usage events are kept before
 	// they are rolled up into daily totals; 0: forever.
 	UsageRetentionDays int
@@ -83,7 +95,10 @@ type Config struct {
 // SQLite and no ENCRYPTION_KEY it reads or creates the key file, but only
 // once everything else is valid.
 func Load(getenv func(string) string) (*Config, error) {
-	c := &Config{ListenAddr: ":8080", UsageRetentionDays: DefaultUsageRetentionDays, LogLevel: slog.LevelInfo}
+	c := &Config{
+		ListenAddr: ":8080", BodyReadTimeout: DefaultBodyReadTimeout, AccessLog: true,
+		UsageRetentionDays: DefaultUsageRetentionDays, LogLevel: slog.LevelInfo,
+	}
 	var errs []error
 	var err error
 
@@ -105,6 +120,16 @@ func Load(getenv func(string) string) (*Config, error) {
 	if v := getenv("USAGE_RETENTION_DAYS"); v != "" {
 		if c.UsageRetentionDays, err = parseRetentionDays(v); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if v := getenv("BODY_READ_TIMEOUT"); v != "" {
+		if c.BodyReadTimeout, err = time.ParseDuration(v); err != nil || c.BodyReadTimeout <= 0 {
+			errs = append(errs, fmt.Errorf("BODY_READ_TIMEOUT=%q: want a positive Go duration, such as 60s or 2m", v))
+		}
+	}
+	if v := getenv("ACCESS_LOG"); v != "" {
+		if c.AccessLog, err = strconv.ParseBool(v); err != nil {
+			errs = append(errs, fmt.Errorf("ACCESS_LOG=%q: want true or false", v))
 		}
 	}
 	if c.LogLevel, err = parseLogLevel(getenv("LOG_LEVEL")); err != nil {

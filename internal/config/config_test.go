@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/service"
@@ -46,6 +47,9 @@ func TestLoadDefaults(t *testing.T) {
 	if c.UsageRetentionDays != 90 {
 		t.Errorf("UsageRetentionDays = %d, want 90", c.UsageRetentionDays)
 	}
+	if c.BodyReadTimeout != 60*time.Second || !c.AccessLog {
+		t.Errorf("BodyReadTimeout = %v, AccessLog = %v; want 60s and true", c.BodyReadTimeout, c.AccessLog)
+	}
 	wantKeyFile := filepath.Join(filepath.Dir(vars["DATABASE_PATH"]), KeyFileName)
 	if c.KeyFile != wantKeyFile || !c.KeyFileCreated {
 		t.Errorf("KeyFile = %q created=%v, want %q created", c.KeyFile, c.KeyFileCreated, wantKeyFile)
@@ -85,13 +89,15 @@ func TestLoadExplicit(t *testing.T) {
 		"ENCRYPTION_KEY":       key,
 		"LOG_LEVEL":            "DEBUG",
 		"USAGE_RETENTION_DAYS": "7",
+		"BODY_READ_TIMEOUT":    "2m30s",
+		"ACCESS_LOG":           "false",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	if c.ListenAddr != "127.0.0.1:0" || c.Upstream.String() != "http://127.0.0.1:9999/base" ||
 		c.ManagementToken != "admin-secret" || c.ManagementTokenGenerated || c.LogLevel != slog.LevelDebug ||
-		c.UsageRetentionDays != 7 {
+		c.UsageRetentionDays != 7 || c.BodyReadTimeout != 150*time.Second || c.AccessLog {
 		t.Errorf("Load = %+v", c)
 	}
 	if c.KeyFile != "" {
@@ -138,6 +144,10 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"ENCRYPTION_KEY", secretValue},
 		{"ENCRYPTION_KEY", "c2hvcnQ="},
 		{"LOG_LEVEL", "verbose"},
+		{"BODY_READ_TIMEOUT", "60"},
+		{"BODY_READ_TIMEOUT", "-1s"},
+		{"BODY_READ_TIMEOUT", "0s"},
+		{"ACCESS_LOG", "sometimes"},
 		{"USAGE_RETENTION_DAYS", "-1"},
 		{"USAGE_RETENTION_DAYS", "1.5"},
 		{"USAGE_RETENTION_DAYS", "90d"},
@@ -207,7 +217,7 @@ func TestLoadRetentionZeroKeepsUsageForever(t *testing.T) {
 func TestHelpListsEveryVariable(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"LISTEN_ADDR", "DB_DRIVER", "DATABASE_PATH", "DATABASE_URL", "DATABASE_POOL_SIZE",
-		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "LOG_LEVEL"} {
+		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "LOG_LEVEL", "BODY_READ_TIMEOUT", "ACCESS_LOG"} {
 		if !strings.Contains(Help, name) {
 			t.Errorf("Help does not mention %s", name)
 		}

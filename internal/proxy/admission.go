@@ -185,6 +185,20 @@ func (q *admissionQueue) admit(ctx context.Context, secretHash []byte) (*service
 	return nil, nil, batch.err
 }
 
+// leased reports whether the token holds a lease that has not ended: its
+// last statement admitted it, and nothing that refuses it can have taken
+// effect since (such changes wait for the leases to end).
+func (q *admissionQueue) leased(secretHash []byte) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	lease := q.leases[string(secretHash)]
+	if lease == nil {
+		return false
+	}
+	now := time.Now()
+	return now.Before(lease.until) && now.Before(lease.token.ExpiresAt)
+}
+
 // handOver lets the batch gathered during the statement that just finished
 // run its own, or retires the token's line when nobody is waiting.
 func (q *admissionQueue) handOver(secretHash []byte, line *admissionLine) {

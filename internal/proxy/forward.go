@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -63,11 +64,13 @@ func (o *overhead) waitedSince(t time.Time) time.Time {
 }
 
 // forward sends the admitted request upstream and copies the answer back,
-// filling ev's status and usage. aborted means the upstream broke off
-// mid-body while the client was still there: the caller must then abort
-// the client's connection (panic(http.ErrAbortHandler)), so the client sees
-// an incomplete response instead of a short one that looks whole.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.UsageEventCreateParams, body []byte, stream bool, apiKey string, own *overhead) (aborted bool) {
+// filling ev's status and usage: the upstream's status, 499 when the client
+// left before it had the whole answer, 502 when the upstream could not be
+// reached or broke off. aborted means the upstream broke off after part of
+// its answer had gone to the client: the caller must then abort the
+// client's connection (panic(http.ErrAbortHandler)), so the client sees an
+// incomplete response instead of a short one that looks whole.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, x *exchange, ev *service.UsageEventCreateParams, body []byte, stream bool, apiKey string, own *overhead) (aborted bool) {
 	ctx := r.Context()
 	out := r.Clone(ctx)
 	out.RequestURI, out.Host, out.Close = "", "", false
@@ -99,12 +102,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.Us
 		h.log.Warn("proxy: upstream request failed", "error", err, "path", r.URL.Path)
 		h.observeUpstream(http.StatusBadGateway, time.Since(sent))
 		ev.Status = http.StatusBadGateway
-		errUpstreamUnavailable.write(w)
+		x.requestID = errUpstreamUnavailable.write(w)
 		return false
 	}
 	defer resp.Body.Close()
 	h.observeUpstream(resp.StatusCode, headersAt.Sub(sent))
 	ev.Status = int64(resp.StatusCode)
+	x.upstreamStatus = resp.StatusCode
+	x.requestID = resp.Header.Get("X-Request-Id")
 
 	removeHopHeaders(resp.Header)
 	dst := w.Header()
@@ -114,17 +119,36 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ev *service.Us
 	if _, ok := resp.Header["Content-Type"]; !ok {
 		dst["Content-Type"] = nil // no sniffing: the upstream's headers pass unchanged
 	}
-	w.WriteHeader(resp.StatusCode)
 
-	result, broken := h.copyResponse(w, resp, usageResult{model: ev.Model}, own)
+	result, end := h.copyResponse(w, resp, usageResult{model: ev.Model}, own)
 	ev.Model = result.model
 	ev.PromptTokens, ev.CompletionTokens, ev.TotalTokens = result.prompt, result.completion, result.total
-	if broken && ctx.Err() == nil {
+	switch {
+	case end == answered:
+	case end == clientLeft || ctx.Err() != nil:
+		ev.Status = statusClientClosed
+	case end == brokeOffUnsent:
+		h.log.Warn("proxy: upstream response broke off before its body", "path", r.URL.Path, "status", resp.StatusCode)
+		ev.Status = http.StatusBadGateway
+		clear(w.Header())
+		x.requestID = errUpstreamUnavailable.write(w)
+	default: // brokeOff
 		h.log.Warn("proxy: upstream response broke off", "path", r.URL.Path, "status", resp.StatusCode)
+		ev.Status = http.StatusBadGateway
 		return true
 	}
 	return false
 }
+
+// copyEnd is how copying an answer to the client ended.
+type copyEnd int
+
+const (
+	answered       copyEnd = iota // all of it reached the client
+	clientLeft                    // a write to the client failed
+	brokeOffUnsent                // the upstream broke off before the client was sent anything
+	brokeOff                      // the upstream broke off after part of the answer was sent
+)
 
 // setTarget points u (a copy of the client's URL) at the upstream: its
 // scheme and host, its base path followed by the request path unchanged,
@@ -140,20 +164,16 @@ func (h *Handler) setTarget(u, in *url.URL) {
 
 // copyResponse streams the body to the client and reads the usage as it
 // passes. An event stream, or a body of unknown length, is flushed piece by
-// piece so the client sees each as soon as the upstream sends it. broken
-// reports that reading from the upstream failed before the end.
-func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, result usageResult, own *overhead) (_ usageResult, broken bool) {
+// piece so the client sees each as soon as the upstream sends it. The
+// status line and headers (already in w.Header()) are sent with the first
+// bytes of the body, so that an upstream breaking off before them can
+// still be answered with a clean 502.
+func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, result usageResult, own *overhead) (_ usageResult, end copyEnd) {
 	media := mediaType(resp.Header.Get("Content-Type"))
 	encoding := resp.Header.Get("Content-Encoding")
 	isStream := media == "text/event-stream"
+	flushEach := isStream || resp.ContentLength < 0
 
-	var rc *http.ResponseController
-	if isStream || resp.ContentLength < 0 {
-		rc = http.NewResponseController(w)
-		t := time.Now()
-		rc.Flush() // the headers, before a slow first event
-		own.waitedSince(t)
-	}
 	var sse *sseParser
 	var capture *bytes.Buffer
 	switch {
@@ -165,21 +185,30 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, resul
 	}
 	overflow := false
 
+	rc := http.NewResponseController(w)
+	wroteHeader := false
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	buf := *bufp
-	for {
+	for end == answered {
 		t := time.Now()
 		n, err := resp.Body.Read(buf)
 		t = own.waitedSince(t)
-		if n > 0 {
+		if n > 0 || err == io.EOF {
+			if !wroteHeader {
+				w.WriteHeader(resp.StatusCode)
+				wroteHeader = true
+			}
 			_, werr := w.Write(buf[:n])
-			if werr == nil && rc != nil {
-				rc.Flush()
+			if werr == nil && flushEach {
+				if err := rc.Flush(); !errors.Is(err, http.ErrNotSupported) {
+					werr = err
+				}
 			}
 			own.waitedSince(t)
 			if werr != nil {
-				break // the client left; its context cancels the upstream request
+				end = clientLeft // its context cancels the upstream request
+				break
 			}
 			switch {
 			case sse != nil:
@@ -190,33 +219,36 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, resul
 				}
 			}
 		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			broken = true
-			break
+		switch {
+		case err == io.EOF:
+			if !flushEach {
+				// The answer is complete: send it now rather than when the
+				// handler returns, so reading its usage and recording it
+				// are not part of the client's wait.
+				t := time.Now()
+				rc.Flush()
+				own.waitedSince(t)
+			}
+			own.answered = time.Now()
+			if sse != nil {
+				return sse.Finish(), answered
+			}
+			if capture != nil && !overflow {
+				if doc := decode(capture.Bytes(), encoding); doc != nil {
+					result.add(doc)
+				}
+			}
+			return result, answered
+		case err != nil && wroteHeader:
+			end = brokeOff
+		case err != nil:
+			end = brokeOffUnsent
 		}
 	}
-
-	if rc == nil && !broken {
-		// The answer is complete: send it now rather than when the handler
-		// returns, so reading its usage and recording it are not part of
-		// the client's wait.
-		t := time.Now()
-		http.NewResponseController(w).Flush()
-		own.waitedSince(t)
+	if sse != nil {
+		result = sse.Finish() // the usage may have passed before the end
 	}
-	own.answered = time.Now()
-	switch {
-	case sse != nil:
-		return sse.Finish(), broken
-	case capture != nil && !overflow && !broken:
-		if doc := decode(capture.Bytes(), encoding); doc != nil {
-			result.add(doc)
-		}
-	}
-	return result, broken
+	return result, end
 }
 
 func releaseCapture(b *bytes.Buffer) {

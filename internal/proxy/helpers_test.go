@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -68,6 +69,8 @@ type envOptions struct {
 	wrapStore       func(service.Store) service.Store
 	wrapRecorder    func(proxy.Recorder) proxy.Recorder
 	maxRequestBytes int64
+	bodyReadTimeout time.Duration
+	accessLog       *slog.Logger
 }
 
 // env is a proxy served on a loopback port, in front of a fake upstream,
@@ -124,10 +127,12 @@ func newEnv(t testing.TB, b backend, o envOptions) *env {
 		Recorder:        proxyRecorder,
 		Metrics:         m,
 		MaxRequestBytes: o.maxRequestBytes,
+		BodyReadTimeout: o.bodyReadTimeout,
+		AccessLog:       o.accessLog,
 	})
 	t.Cleanup(func() { handler.Close(context.Background()) })
 	mux.Handle("/v1/", handler)
-	srv := httptest.NewServer(m.Middleware(mux))
+	srv := httptest.NewServer(m.Middleware(proxy.RefuseUnsafePaths(mux, "/v1/"))) // as server.New does
 	t.Cleanup(srv.Close)
 
 	// No automatic Accept-Encoding: tests that want gzip ask for it.

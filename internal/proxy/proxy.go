@@ -8,7 +8,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -26,9 +25,8 @@ import (
 // model) and forwards.
 const DefaultMaxRequestBytes = 32 << 20
 
-// unauthenticatedBodyBytes is the most the proxy buffers before it knows the
-// token exists; a typical chat request is far smaller.
-const unauthenticatedBodyBytes = 1 << 20
+// DefaultBodyReadTimeout bounds the time a client takes to send its body.
+const DefaultBodyReadTimeout = 60 * time.Second
 
 // statusClientClosed is recorded (nginx's convention) when the client went
 // away before the upstream answered; no response reaches anyone.
@@ -51,6 +49,11 @@ type Options struct {
 	Transport http.RoundTripper
 	// MaxRequestBytes bounds request bodies (413 above it); 0 means DefaultMaxRequestBytes.
 	MaxRequestBytes int64
+	// BodyReadTimeout bounds the time a client takes to send its body (408
+	// after it); 0 means DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
+	// AccessLog, when not nil, gets one line per request (access.go).
+	AccessLog *slog.Logger
 }
 
 // NewTransport is the default transport to the upstream at base. A plain
@@ -89,6 +92,8 @@ type Handler struct {
 	log        *slog.Logger
 	transport  http.RoundTripper
 	maxBody    int64
+	bodyWait   time.Duration
+	accessLog  *slog.Logger // nil: none
 
 	// The upstream base, split once: scheme, host, and path without a
 	// trailing slash, decoded and escaped.
@@ -111,6 +116,8 @@ func New(opts Options) *Handler {
 		log:            opts.Logger,
 		transport:      opts.Transport,
 		maxBody:        opts.MaxRequestBytes,
+		bodyWait:       opts.BodyReadTimeout,
+		accessLog:      opts.AccessLog,
 		scheme:         opts.Upstream.Scheme,
 		host:           opts.Upstream.Host,
 		basePath:       strings.TrimSuffix(opts.Upstream.Path, "/"),
@@ -129,46 +136,51 @@ func New(opts Options) *Handler {
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxRequestBytes
 	}
+	if h.bodyWait <= 0 {
+		h.bodyWait = DefaultBodyReadTimeout
+	}
 	return h
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	x := &exchange{start: time.Now()}
+	defer h.logAccess(r, x) // also when the handler aborts the connection
 	ctx := r.Context()
 
 	secret, ok := secrets.BearerToken(r.Header.Get("Authorization"))
 	if !ok || !secrets.ValidTokenSyntax(secret) {
-		h.refuse(w, r, errInvalidToken, nil)
+		h.refuse(w, r, x, errInvalidToken, nil)
 		return
 	}
 	secretHash := h.keys.HashToken(secret)
-	// A large body, or one of unknown length, is buffered only for a token
-	// that exists, so a client without one cannot make the proxy hold
-	// megabytes per request.
-	if r.ContentLength > unauthenticatedBodyBytes || r.ContentLength < 0 {
-		if _, err := h.store.TokenGetByHash(ctx, secretHash); err != nil {
-			h.refuse(w, r, storeError(err), err)
+	// The body is read only for a token that may be admitted, so a client
+	// without one cannot make the proxy hold its body or wait for it.
+	if hasBody(r) {
+		if err := h.authenticate(ctx, secretHash); err != nil {
+			h.refuse(w, r, x, storeError(err), err)
 			return
 		}
 	}
 	// The body is read before admission so that a request that cannot be
-	// forwarded (too large, client gone) is not counted against the token.
+	// forwarded (too large, too slow, client gone) is not counted.
 	var own overhead
 	reading := time.Now()
 	body, apiErr := h.readBody(w, r)
 	own.waitedSince(reading) // for the client's body
+	x.bodyRead = apiErr == nil
 	if apiErr != nil {
-		h.refuse(w, r, apiErr, nil)
+		h.refuse(w, r, x, apiErr, nil)
 		return
 	}
 	token, project, err := h.admit(ctx, secretHash)
 	if err != nil {
-		h.refuse(w, r, storeError(err), err)
+		h.refuse(w, r, x, storeError(err), err)
 		return
 	}
+	x.tokenID, x.projectID = token.ID, token.ProjectID
 	apiKey, err := h.keys.Decrypt(project.APIKeyCiphertext)
 	if err != nil {
-		h.refuse(w, r, errInternal, err)
+		h.refuse(w, r, x, errInternal, err)
 		return
 	}
 	h.observeAdmission("admitted")
@@ -180,12 +192,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method:    r.Method,
 		Path:      r.URL.Path,
 		Model:     fields.Model,
-		CreatedAt: start.UTC(),
+		CreatedAt: x.start.UTC(),
 	}
-	aborted := h.forward(w, r, ev, body, fields.Stream, apiKey, &own)
-	ev.LatencyMS = time.Since(start).Milliseconds()
+	aborted := h.forward(w, r, x, ev, body, fields.Stream, apiKey, &own)
+	ev.LatencyMS = time.Since(x.start).Milliseconds()
+	x.status, x.model = int(ev.Status), ev.Model
 	if !own.answered.IsZero() {
-		h.observeOverhead(own.answered.Sub(start) - own.waited)
+		h.observeOverhead(own.answered.Sub(x.start) - own.waited)
 	}
 	// Record waits only when the usage queue is full (back-pressure); the
 	// client's departure must not cancel that wait and lose the event.
@@ -206,6 +219,33 @@ func (h *Handler) Close(ctx context.Context) error {
 		return nil
 	}
 	return h.admissions.Close(ctx)
+}
+
+// authenticate says whether the token's state lets it be admitted (it
+// exists, is active and unexpired, and its project is active), counting
+// nothing: from the token's admission lease while one lasts, as admit
+// would, else from the database.
+func (h *Handler) authenticate(ctx context.Context, secretHash []byte) error {
+	if h.admissions != nil && h.admissions.leased(secretHash) {
+		return nil
+	}
+	token, err := h.store.TokenGetByHash(ctx, secretHash)
+	if err != nil {
+		return err
+	}
+	project, err := h.store.ProjectGetByID(ctx, token.ProjectID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !token.IsActive:
+		return service.ErrTokenRevoked
+	case !project.IsActive:
+		return service.ErrProjectInactive
+	case !time.Now().Before(token.ExpiresAt):
+		return service.ErrTokenExpired
+	}
+	return nil
 }
 
 // admit authenticates the request by its secret's hash and makes the one
@@ -233,9 +273,12 @@ func (h *Handler) admit(ctx context.Context, secretHash []byte) (*service.Token,
 
 // refuse answers a request that will not be forwarded. cause, when not
 // nil, is the store or decryption error behind it, logged when it is ours.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, e *apiError, cause error) {
-	if r.Context().Err() != nil {
-		// The client left; whatever failed failed because of that.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, x *exchange, e *apiError, cause error) {
+	if r.Context().Err() != nil && e != errBodyTimeout {
+		// The client left; whatever failed failed because of that. (A body
+		// read past its deadline ends the context too, but the client may
+		// still be there to read the 408.)
+		x.status = statusClientClosed
 		w.WriteHeader(statusClientClosed)
 		return
 	}
@@ -246,7 +289,13 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, e *apiError, ca
 		h.log.Warn("proxy: database unavailable", "error", cause, "path", r.URL.Path)
 	}
 	h.observeAdmission(e.code)
-	e.write(w)
+	if !x.bodyRead && hasBody(r) && r.ProtoMajor == 1 {
+		// The body will not be read: close the connection rather than let
+		// net/http read (and wait for) what is left of it.
+		w.Header().Set("Connection", "close")
+	}
+	x.status = e.status
+	x.requestID = e.write(w)
 }
 
 // storeError maps a store error to the answer the client gets.
@@ -266,31 +315,6 @@ func storeError(err error) *apiError {
 		return errDatabaseUnavailable
 	}
 	return errInternal
-}
-
-// readBody reads the whole request body, up to maxBody.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
-	if r.ContentLength > h.maxBody {
-		return nil, errBodyTooLarge
-	}
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil, nil
-	}
-	if r.ContentLength > 0 {
-		body := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
-			return nil, errBadBody
-		}
-		return body, nil
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, errBodyTooLarge
-		}
-		return nil, errBadBody
-	}
-	return body, nil
 }
 
 func (h *Handler) observeAdmission(result string) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/internal/manage"
 	"github.com/llmproxy/llmproxy/internal/metrics"
+	"github.com/llmproxy/llmproxy/internal/proxy"
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/service"
 )
@@ -104,7 +105,8 @@ func New(opts Options) http.Handler {
 	}
 	mux.Handle("/manage/", s.authorize(http.HandlerFunc(s.notFound)))
 	mux.HandleFunc("/", s.notFound)
-	return opts.Metrics.Middleware(mux)
+	// Ahead of the mux, which would redirect plain dot segments elsewhere.
+	return opts.Metrics.Middleware(proxy.RefuseUnsafePaths(mux, "/v1/"))
 }
 
 // handleMethods registers a handler per method for path, and for every other
