@@ -35,6 +35,9 @@ const (
 	flushTimeout = 30 * time.Second
 )
 
+// readHeaderTimeout bounds a client's time to send a request's headers.
+const readHeaderTimeout = 10 * time.Second
+
 // usageRetentionInterval is how often old usage events are rolled up:
 // hourly, each run finds at most the day that has just passed the retention.
 const usageRetentionInterval = time.Hour
@@ -129,8 +132,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			handler.ServeHTTP(w, r)
 		}),
 		// No WriteTimeout: it would cut long streams. Slow clients are bounded
-		// by the header timeout and idle connections by IdleTimeout.
-		ReadHeaderTimeout: 10 * time.Second,
+		// by the header timeout, then by ReadTimeout for the whole request
+		// (what net/http reads of a body a handler left unread included),
+		// and idle connections by IdleTimeout. The proxy sets its own
+		// deadline for a body (BODY_READ_TIMEOUT). net/http clears the
+		// read deadline once a body has been read, so neither ends a long
+		// stream.
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readHeaderTimeout + cfg.BodyReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -23,17 +23,14 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api
 	if r.ContentLength > h.maxBody {
 		return nil, errBodyTooLarge
 	}
+	// Not every ResponseWriter has deadlines (a test's recorder has none);
+	// without one the read is bounded by the client alone. Once the body
+	// has been read, net/http clears the deadline itself as it starts
+	// watching for the client leaving, so it cannot end a long answer.
 	if !hasBody(r) {
 		return nil, nil
 	}
-	rc := http.NewResponseController(w)
-	// Not every ResponseWriter has deadlines (a test's recorder has none);
-	// without one the read is bounded by the client alone.
-	if err := rc.SetReadDeadline(time.Now().Add(h.bodyWait)); err == nil {
-		// Cleared once read, or net/http's watch for the client leaving
-		// (a read in the background) would end the request at the deadline.
-		defer rc.SetReadDeadline(time.Time{})
-	}
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.bodyWait))
 	size := int64(initialBodyBuffer)
 	if r.ContentLength > 0 {
 		size = min(r.ContentLength, size)

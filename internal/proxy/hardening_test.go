@@ -21,6 +21,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/internal/proxy"
 	"github.com/llmproxy/llmproxy/internal/secrets"
+	"github.com/llmproxy/llmproxy/internal/upstreamtest"
 	"github.com/llmproxy/llmproxy/service"
 )
 
@@ -229,6 +230,36 @@ func TestStalledBodyGets408(t *testing.T) {
 		resp, body = e.chat(t, secret)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d, body %s", resp.StatusCode, body)
+		}
+	})
+}
+
+// A stream may last longer than the server's ReadTimeout: the deadline
+// that bounds reading the request must not end the answer.
+func TestStreamOutlastsTheServersReadTimeout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		const readTimeout = 200 * time.Millisecond
+		e := newEnv(t, b, envOptions{
+			readTimeout: readTimeout, bodyReadTimeout: readTimeout / 2,
+			upstream: upstreamtest.Options{Chunks: 3, ChunkDelay: readTimeout},
+		})
+		_, secret, _ := e.newToken(t)
+		for _, body := range []io.Reader{strings.NewReader(`{"model":"gpt-stream","stream":true}`), nil} {
+			method := http.MethodPost
+			if body == nil {
+				method = http.MethodGet // no body to read: the deadline must go all the same
+			}
+			req := e.request(t, method, "/v1/chat/completions", secret, body)
+			req.Header.Set(upstreamtest.HeaderDelay, (2 * readTimeout).String())
+			resp, data := e.do(t, req)
+			if resp.StatusCode != http.StatusOK || (body != nil && !strings.HasSuffix(string(data), "data: [DONE]\n\n")) {
+				t.Fatalf("%s: status %d, body %q", method, resp.StatusCode, data)
+			}
+		}
+		for _, ev := range e.usageEvents(t) {
+			if ev.Status != http.StatusOK {
+				t.Errorf("usage event %+v, want status 200", *ev)
+			}
 		}
 	})
 }

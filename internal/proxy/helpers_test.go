@@ -70,6 +70,7 @@ type envOptions struct {
 	wrapRecorder    func(proxy.Recorder) proxy.Recorder
 	maxRequestBytes int64
 	bodyReadTimeout time.Duration
+	readTimeout     time.Duration // the server's, as serve sets it
 	accessLog       *slog.Logger
 }
 
@@ -132,7 +133,9 @@ func newEnv(t testing.TB, b backend, o envOptions) *env {
 	})
 	t.Cleanup(func() { handler.Close(context.Background()) })
 	mux.Handle("/v1/", handler)
-	srv := httptest.NewServer(m.Middleware(proxy.RefuseUnsafePaths(mux, "/v1/"))) // as server.New does
+	srv := httptest.NewUnstartedServer(m.Middleware(proxy.RefuseUnsafePaths(mux, "/v1/"))) // as server.New does
+	srv.Config.ReadTimeout = o.readTimeout
+	srv.Start()
 	t.Cleanup(srv.Close)
 
 	// No automatic Accept-Encoding: tests that want gzip ask for it.
