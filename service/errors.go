@@ -100,6 +100,21 @@ func BatchRefusal(token *Token, project *Project, n int64) error {
 	return ErrTokenExpired
 }
 
+// AuthenticationRefusal is AdmissionRefusal without the limit, for
+// TokenAuthenticate: expired is the database's verdict on the token's
+// ExpiresAt. It returns nil for a token that may be used.
+func AuthenticationRefusal(token *Token, project *Project, expired bool) error {
+	switch {
+	case !token.IsActive:
+		return ErrTokenRevoked
+	case !project.IsActive:
+		return ErrProjectInactive
+	case expired:
+		return ErrTokenExpired
+	}
+	return nil
+}
+
 // LimitError refuses an admission because the token's limit leaves fewer
 // requests than asked for; it is an ErrLimitReached. Both counts are as
 // the refusal was explained.

@@ -22,6 +22,14 @@ type Store interface {
 	TokenCreate(ctx context.Context, params *TokenCreateParams) (*Token, error)
 	TokenGetByID(ctx context.Context, id int64) (*Token, error)
 	TokenGetByHash(ctx context.Context, secretHash []byte) (*Token, error)
+	// TokenAuthenticate reads the token with this secret hash and its
+	// project in one read-only statement and counts nothing, so a proxy can
+	// refuse a request before reading its body. It refuses as TokenAdmit
+	// does, by the database's clock and in AdmissionRefusal's order, except
+	// for the limit, which only an admission can judge: ErrNotFound,
+	// ErrTokenRevoked, ErrProjectInactive or ErrTokenExpired, never
+	// ErrLimitReached. A refusal returns neither token nor project.
+	TokenAuthenticate(ctx context.Context, secretHash []byte) (*Token, *Project, error)
 	TokenList(ctx context.Context, params *TokenListParams) ([]*Token, error)
 	// TokenAdmit counts one request against the token, atomically, if the
 	// token is active, unexpired, under its limit and its project is active.

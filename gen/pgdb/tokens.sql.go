@@ -101,6 +101,48 @@ func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmit
 	return &i, err
 }
 
+const tokenAuthenticate = `-- name: TokenAuthenticate :one
+SELECT t.id, t.project_id, t.secret_hash, t.token_prefix, t.expires_at, t.max_requests, t.request_count, t.is_active, t.created_at, t.updated_at, t.last_used_at, t.requests_reserved, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at, t.expires_at <= now() AS expired
+FROM tokens t JOIN projects p ON p.id = t.project_id
+WHERE t.secret_hash = $1
+`
+
+type TokenAuthenticateRow struct {
+	Token   Token
+	Project Project
+	Expired bool
+}
+
+// The token with this secret's hash and its project, read together, with
+// expiry judged by the database's clock; counts nothing.
+func (q *Queries) TokenAuthenticate(ctx context.Context, db DBTX, secretHash []byte) (*TokenAuthenticateRow, error) {
+	row := db.QueryRow(ctx, tokenAuthenticate, secretHash)
+	var i TokenAuthenticateRow
+	err := row.Scan(
+		&i.Token.ID,
+		&i.Token.ProjectID,
+		&i.Token.SecretHash,
+		&i.Token.TokenPrefix,
+		&i.Token.ExpiresAt,
+		&i.Token.MaxRequests,
+		&i.Token.RequestCount,
+		&i.Token.IsActive,
+		&i.Token.CreatedAt,
+		&i.Token.UpdatedAt,
+		&i.Token.LastUsedAt,
+		&i.Token.RequestsReserved,
+		&i.Project.ID,
+		&i.Project.Name,
+		&i.Project.ApiKeyCiphertext,
+		&i.Project.ApiKeyHint,
+		&i.Project.IsActive,
+		&i.Project.CreatedAt,
+		&i.Project.UpdatedAt,
+		&i.Expired,
+	)
+	return &i, err
+}
+
 const tokenCountRevokedForProject = `-- name: TokenCountRevokedForProject :one
 SELECT count(*) FROM tokens WHERE project_id = $1 AND NOT is_active
 `

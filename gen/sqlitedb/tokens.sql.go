@@ -117,6 +117,49 @@ func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmit
 	return &i, err
 }
 
+const tokenAuthenticate = `-- name: TokenAuthenticate :one
+SELECT tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, tokens.requests_reserved, projects.id, projects.name, projects.api_key_ciphertext, projects.api_key_hint, projects.is_active, projects.created_at, projects.updated_at,
+  CAST(tokens.expires_at <= CAST(unixepoch('subsec') * 1000 AS INTEGER) AS INTEGER) AS expired
+FROM tokens JOIN projects ON projects.id = tokens.project_id
+WHERE tokens.secret_hash = ?1
+`
+
+type TokenAuthenticateRow struct {
+	Token   Token
+	Project Project
+	Expired int64
+}
+
+// The token with this secret's hash and its project, read together, with
+// expiry judged by the database's clock; counts nothing.
+func (q *Queries) TokenAuthenticate(ctx context.Context, db DBTX, secretHash []byte) (*TokenAuthenticateRow, error) {
+	row := db.QueryRowContext(ctx, tokenAuthenticate, secretHash)
+	var i TokenAuthenticateRow
+	err := row.Scan(
+		&i.Token.ID,
+		&i.Token.ProjectID,
+		&i.Token.SecretHash,
+		&i.Token.TokenPrefix,
+		&i.Token.ExpiresAt,
+		&i.Token.MaxRequests,
+		&i.Token.RequestCount,
+		&i.Token.IsActive,
+		&i.Token.CreatedAt,
+		&i.Token.UpdatedAt,
+		&i.Token.LastUsedAt,
+		&i.Token.RequestsReserved,
+		&i.Project.ID,
+		&i.Project.Name,
+		&i.Project.ApiKeyCiphertext,
+		&i.Project.ApiKeyHint,
+		&i.Project.IsActive,
+		&i.Project.CreatedAt,
+		&i.Project.UpdatedAt,
+		&i.Expired,
+	)
+	return &i, err
+}
+
 const tokenCountRevokedForProject = `-- name: TokenCountRevokedForProject :one
 SELECT count(*) FROM tokens WHERE project_id = ?1 AND is_active = 0
 `

@@ -11,6 +11,13 @@ SELECT * FROM tokens WHERE id = @id;
 -- name: TokenGetByHash :one
 SELECT * FROM tokens WHERE secret_hash = @secret_hash;
 
+-- name: TokenAuthenticate :one
+-- The token with this secret's hash and its project, read together, with
+-- expiry judged by the database's clock; counts nothing.
+SELECT sqlc.embed(t), sqlc.embed(p), t.expires_at <= now() AS expired
+FROM tokens t JOIN projects p ON p.id = t.project_id
+WHERE t.secret_hash = @secret_hash;
+
 -- name: TokenList :many
 SELECT * FROM tokens
 WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)

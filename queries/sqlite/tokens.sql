@@ -11,6 +11,14 @@ SELECT * FROM tokens WHERE id = sqlc.arg(id);
 -- name: TokenGetByHash :one
 SELECT * FROM tokens WHERE secret_hash = sqlc.arg(secret_hash);
 
+-- name: TokenAuthenticate :one
+-- The token with this secret's hash and its project, read together, with
+-- expiry judged by the database's clock; counts nothing.
+SELECT sqlc.embed(tokens), sqlc.embed(projects),
+  CAST(tokens.expires_at <= CAST(unixepoch('subsec') * 1000 AS INTEGER) AS INTEGER) AS expired
+FROM tokens JOIN projects ON projects.id = tokens.project_id
+WHERE tokens.secret_hash = sqlc.arg(secret_hash);
+
 -- name: TokenList :many
 SELECT * FROM tokens
 WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))

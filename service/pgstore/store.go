@@ -285,6 +285,18 @@ func (s *Store) TokenGetByHash(ctx context.Context, secretHash []byte) (*service
 	return tokenFromRow(row), nil
 }
 
+func (s *Store) TokenAuthenticate(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
+	row, err := s.q.TokenAuthenticate(ctx, s.db, secretHash)
+	if err != nil {
+		return nil, nil, s.fail(err)
+	}
+	token, project := tokenFromRow(&row.Token), projectFromRow(&row.Project)
+	if err := service.AuthenticationRefusal(token, project, row.Expired); err != nil {
+		return nil, nil, err
+	}
+	return token, project, nil
+}
+
 func (s *Store) TokenList(ctx context.Context, p *service.TokenListParams) ([]*service.Token, error) {
 	rows, err := s.q.TokenList(ctx, s.db, &pgdb.TokenListParams{
 		ProjectID: p.ProjectID,

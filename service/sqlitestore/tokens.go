@@ -49,6 +49,19 @@ func (s *Store) TokenGetByHash(ctx context.Context, secretHash []byte) (*service
 	return tokenFromRow(row), nil
 }
 
+// TokenAuthenticate runs on the reader pool: it writes nothing.
+func (s *Store) TokenAuthenticate(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
+	row, err := s.q.TokenAuthenticate(ctx, s.reads(), secretHash)
+	if err != nil {
+		return nil, nil, mapError(err)
+	}
+	token, project := tokenFromRow(&row.Token), projectFromRow(&row.Project)
+	if err := service.AuthenticationRefusal(token, project, row.Expired != 0); err != nil {
+		return nil, nil, err
+	}
+	return token, project, nil
+}
+
 func (s *Store) TokenList(ctx context.Context, params *service.TokenListParams) ([]*service.Token, error) {
 	rows, err := s.q.TokenList(ctx, s.reads(), &sqlitedb.TokenListParams{
 		ProjectID: params.ProjectID,

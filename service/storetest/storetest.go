@@ -50,6 +50,7 @@ func suite() []methodCases {
 		{"TokenCreate", tokenCreateCases},
 		{"TokenGetByID", tokenGetByIDCases},
 		{"TokenGetByHash", tokenGetByHashCases},
+		{"TokenAuthenticate", tokenAuthenticateCases},
 		{"TokenList", tokenListCases},
 		{"TokenAdmit", tokenAdmitCases},
 		{"TokenUpdate", tokenUpdateCases},

@@ -195,6 +195,20 @@ func (m *memStore) TokenGetByHash(_ context.Context, secretHash []byte) (*servic
 	return nil, service.ErrNotFound
 }
 
+func (m *memStore) TokenAuthenticate(_ context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
+	defer m.lock()()
+	for _, tok := range m.st.tokens {
+		if bytes.Equal(tok.SecretHash, secretHash) {
+			p := m.st.projects[tok.ProjectID]
+			if err := service.AuthenticationRefusal(&tok, &p, !now().Before(tok.ExpiresAt)); err != nil {
+				return nil, nil, err
+			}
+			return &tok, &p, nil
+		}
+	}
+	return nil, nil, service.ErrNotFound
+}
+
 func (m *memStore) TokenList(_ context.Context, params *service.TokenListParams) ([]*service.Token, error) {
 	defer m.lock()()
 	return page(m.st.tokens, params.AfterID, params.Limit, func(tok *service.Token) bool {
