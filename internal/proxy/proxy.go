@@ -229,23 +229,8 @@ func (h *Handler) authenticate(ctx context.Context, secretHash []byte) error {
 	if h.admissions != nil && h.admissions.leased(secretHash) {
 		return nil
 	}
-	token, err := h.store.TokenGetByHash(ctx, secretHash)
-	if err != nil {
-		return err
-	}
-	project, err := h.store.ProjectGetByID(ctx, token.ProjectID)
-	if err != nil {
-		return err
-	}
-	switch {
-	case !token.IsActive:
-		return service.ErrTokenRevoked
-	case !project.IsActive:
-		return service.ErrProjectInactive
-	case !time.Now().Before(token.ExpiresAt):
-		return service.ErrTokenExpired
-	}
-	return nil
+	_, _, err := h.store.TokenAuthenticate(ctx, secretHash)
+	return err
 }
 
 // admit authenticates the request by its secret's hash and makes the one
