@@ -33,7 +33,8 @@ const (
 const readyTimeout = 2 * time.Second
 
 // Options are the server's parts. All are required except Proxy (no /v1
-// routes without it), Admin (no /admin/ dashboard) and Logger (nil: discarded).
+// routes without it), Admin (no /admin/ dashboard), Metrics (nil: nothing
+// recorded, /metrics empty) and Logger (nil: discarded).
 type Options struct {
 	Store           service.Store
 	Manager         *manage.Manager
