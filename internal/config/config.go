@@ -28,8 +28,9 @@ const Help = `Configuration (environment):
   DATABASE_CONN_MAX_LIFETIME   Postgres connection lifetime (default 5m)
   UPSTREAM_URL                 upstream base URL, http or https (default https://api.openai.com);
                                the request path /v1/... is appended unchanged
-  MANAGEMENT_TOKEN             Bearer secret for /manage/*; if unset, one is generated at start
-                               and printed once to stderr
+  MANAGEMENT_TOKEN             Bearer secret for /manage/* and the dashboard: at least 16
+                               printable characters without spaces. If unset, one is generated
+                               at start and printed once to stderr
   ENCRYPTION_KEY               32 bytes, base64: encrypts upstream keys at rest and keys token
                                hashes. If unset with SQLite, the key file llmproxy.key beside the
                                database is used (created 0600 on first start: back it up). Required
@@ -46,6 +47,10 @@ const DefaultUpstreamURL = "https://api.openai.com"
 // KeyFileName is the key file created beside the SQLite database when
 // ENCRYPTION_KEY is unset.
 const KeyFileName = "llmproxy.key"
+
+// MinManagementTokenLength is the shortest MANAGEMENT_TOKEN accepted: with
+// the management API open to the network, a short one could be guessed.
+const MinManagementTokenLength = 16
 
 // USAGE_RETENTION_DAYS: its default, and a bound that keeps the retention
 // a valid time.Duration with room to spare.
@@ -166,6 +171,10 @@ func managementToken(v string) (token string, generated bool, err error) {
 		if v[i] <= ' ' || v[i] > '~' {
 			return "", false, errors.New("MANAGEMENT_TOKEN: must be printable ASCII without spaces")
 		}
+	}
+	if len(v) < MinManagementTokenLength {
+		// The length only: the value is a secret.
+		return "", false, fmt.Errorf("MANAGEMENT_TOKEN: %d characters is too short to resist guessing; want at least %d (e.g. from `openssl rand -hex 24`)", len(v), MinManagementTokenLength)
 	}
 	return v, false, nil
 }

@@ -81,7 +81,7 @@ func TestLoadExplicit(t *testing.T) {
 	c, err := Load(env(t, map[string]string{
 		"LISTEN_ADDR":          "127.0.0.1:0",
 		"UPSTREAM_URL":         "http://127.0.0.1:9999/base",
-		"MANAGEMENT_TOKEN":     "admin-secret",
+		"MANAGEMENT_TOKEN":     "admin-secret-0123456789",
 		"ENCRYPTION_KEY":       key,
 		"LOG_LEVEL":            "DEBUG",
 		"USAGE_RETENTION_DAYS": "7",
@@ -90,7 +90,7 @@ func TestLoadExplicit(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	if c.ListenAddr != "127.0.0.1:0" || c.Upstream.String() != "http://127.0.0.1:9999/base" ||
-		c.ManagementToken != "admin-secret" || c.ManagementTokenGenerated || c.LogLevel != slog.LevelDebug ||
+		c.ManagementToken != "admin-secret-0123456789" || c.ManagementTokenGenerated || c.LogLevel != slog.LevelDebug ||
 		c.UsageRetentionDays != 7 {
 		t.Errorf("Load = %+v", c)
 	}
@@ -101,6 +101,18 @@ func TestLoadExplicit(t *testing.T) {
 	want, _ := secrets.NewKeys(master)
 	if plain, err := want.Decrypt(c.Keys.Encrypt("x")); err != nil || plain != "x" {
 		t.Errorf("Keys do not come from ENCRYPTION_KEY: %q, %v", plain, err)
+	}
+}
+
+func TestLoadManagementTokenMinimumLength(t *testing.T) {
+	t.Parallel()
+	token := strings.Repeat("k", MinManagementTokenLength)
+	if c, err := Load(env(t, map[string]string{"MANAGEMENT_TOKEN": token})); err != nil || c.ManagementToken != token {
+		t.Fatalf("Load with a %d-character MANAGEMENT_TOKEN = %v, %v; want it accepted", len(token), c, err)
+	}
+	c, err := Load(env(t, map[string]string{"MANAGEMENT_TOKEN": token[1:]}))
+	if err == nil || !strings.Contains(err.Error(), "want at least 16") {
+		t.Fatalf("Load with a %d-character MANAGEMENT_TOKEN = %+v, %v; want too short", len(token)-1, c, err)
 	}
 }
 
@@ -135,6 +147,8 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"UPSTREAM_URL", "http://[::1"},
 		{"MANAGEMENT_TOKEN", "two words"},
 		{"MANAGEMENT_TOKEN", "tab\there"},
+		{"MANAGEMENT_TOKEN", "zq"},
+		{"MANAGEMENT_TOKEN", "fifteen-chars-x"},
 		{"ENCRYPTION_KEY", secretValue},
 		{"ENCRYPTION_KEY", "c2hvcnQ="},
 		{"LOG_LEVEL", "verbose"},
@@ -160,7 +174,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), tc.name) {
 				t.Errorf("error %q does not start with %s", err, tc.name)
 			}
-			if tc.name == "ENCRYPTION_KEY" && strings.Contains(err.Error(), tc.value) {
+			if (tc.name == "ENCRYPTION_KEY" || tc.name == "MANAGEMENT_TOKEN") && strings.Contains(err.Error(), tc.value) {
 				t.Errorf("error %q shows the secret value", err)
 			}
 			// A bad configuration leaves no key file behind.
