@@ -14,6 +14,7 @@ import (
 	"time"
 
 	dashboard "github.com/llmproxy/llmproxy/internal/admin" // "admin" is a test helper here
+	"github.com/llmproxy/llmproxy/internal/authlimit"
 	"github.com/llmproxy/llmproxy/internal/config"
 	"github.com/llmproxy/llmproxy/internal/manage"
 	"github.com/llmproxy/llmproxy/internal/metrics"
@@ -105,13 +106,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	proxyHandler := proxy.New(proxy.Options{
 		Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
 	})
+	// One limit for both ways of presenting the management token.
+	authLimiter := authlimit.New(authlimit.Options{TrustedProxies: cfg.TrustedProxies})
 	handler := server.New(server.Options{
-		Store:           store,
-		Manager:         manager,
-		Metrics:         m,
-		Proxy:           proxyHandler,
-		Admin:           dashboard.New(dashboard.Options{Manager: manager, Store: store, ManagementToken: cfg.ManagementToken, Logger: log}),
+		Store:   store,
+		Manager: manager,
+		Metrics: m,
+		Proxy:   proxyHandler,
+		Admin: dashboard.New(dashboard.Options{
+			Manager: manager, Store: store, ManagementToken: cfg.ManagementToken, AuthLimiter: authLimiter, Logger: log,
+		}),
 		ManagementToken: cfg.ManagementToken,
+		AuthLimiter:     authLimiter,
 		Logger:          log,
 	})
 	// Handlers are counted so that shutdown flushes usage only after the

@@ -48,6 +48,7 @@ func TestServeBadConfig(t *testing.T) {
 		"LOG_LEVEL":        {"LOG_LEVEL": "chatty"},
 		"ENCRYPTION_KEY":   {"ENCRYPTION_KEY": "short"},
 		"MANAGEMENT_TOKEN": {"MANAGEMENT_TOKEN": "has space"},
+		"TRUSTED_PROXIES":  {"TRUSTED_PROXIES": "10.0.0.0/8,proxy.example"},
 		"LISTEN_ADDR":      {"LISTEN_ADDR": busy.Addr().String()},
 		"DATABASE_URL": {"DB_DRIVER": "postgres", "ENCRYPTION_KEY": secrets.NewKey(),
 			"DATABASE_URL": "postgres://postgres@127.0.0.1:1/none?sslmode=disable"},

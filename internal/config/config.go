@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/llmproxy/llmproxy/internal/authlimit"
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/service"
 )
@@ -31,6 +33,10 @@ const Help = `Configuration (environment):
   MANAGEMENT_TOKEN             Bearer secret for /manage/* and the dashboard: at least 16
                                printable characters without spaces. If unset, one is generated
                                at start and printed once to stderr
+  TRUSTED_PROXIES              comma-separated IP addresses and CIDR prefixes of reverse proxies
+                               whose X-Forwarded-For names the client (default: none, the TCP
+                               peer is the client). Failed management logins are throttled per
+                               client: 10 a minute
   ENCRYPTION_KEY               32 bytes, base64: encrypts upstream keys at rest and keys token
                                hashes. If unset with SQLite, the key file llmproxy.key beside the
                                database is used (created 0600 on first start: back it up). Required
@@ -70,6 +76,10 @@ type Config struct {
 	// was made up: the caller shows it once, or nobody could use the API.
 	ManagementTokenGenerated bool
 
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// telling clients apart (management login throttling, audit actors).
+	TrustedProxies []netip.Prefix
+
 	Keys *secrets.Keys
 	// KeyFile is the key file used when ENCRYPTION_KEY is unset; KeyFileCreated
 	// says it was created now, so the caller warns that it must be kept.
@@ -106,6 +116,11 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if c.ManagementToken, c.ManagementTokenGenerated, err = managementToken(getenv("MANAGEMENT_TOKEN")); err != nil {
 		errs = append(errs, err)
+	}
+	if v := getenv("TRUSTED_PROXIES"); v != "" {
+		if c.TrustedProxies, err = authlimit.ParseTrustedProxies(v); err != nil {
+			errs = append(errs, fmt.Errorf("TRUSTED_PROXIES=%q: %w", v, err))
+		}
 	}
 	if v := getenv("USAGE_RETENTION_DAYS"); v != "" {
 		if c.UsageRetentionDays, err = parseRetentionDays(v); err != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -85,13 +86,14 @@ func TestLoadExplicit(t *testing.T) {
 		"ENCRYPTION_KEY":       key,
 		"LOG_LEVEL":            "DEBUG",
 		"USAGE_RETENTION_DAYS": "7",
+		"TRUSTED_PROXIES":      "10.0.0.0/8, 192.0.2.7",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	if c.ListenAddr != "127.0.0.1:0" || c.Upstream.String() != "http://127.0.0.1:9999/base" ||
 		c.ManagementToken != "admin-secret-0123456789" || c.ManagementTokenGenerated || c.LogLevel != slog.LevelDebug ||
-		c.UsageRetentionDays != 7 {
+		c.UsageRetentionDays != 7 || fmt.Sprint(c.TrustedProxies) != "[10.0.0.0/8 192.0.2.7/32]" {
 		t.Errorf("Load = %+v", c)
 	}
 	if c.KeyFile != "" {
@@ -152,6 +154,8 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"ENCRYPTION_KEY", secretValue},
 		{"ENCRYPTION_KEY", "c2hvcnQ="},
 		{"LOG_LEVEL", "verbose"},
+		{"TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal"},
+		{"TRUSTED_PROXIES", "10.0.0.0/40"},
 		{"USAGE_RETENTION_DAYS", "-1"},
 		{"USAGE_RETENTION_DAYS", "1.5"},
 		{"USAGE_RETENTION_DAYS", "90d"},
@@ -221,7 +225,7 @@ func TestLoadRetentionZeroKeepsUsageForever(t *testing.T) {
 func TestHelpListsEveryVariable(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"LISTEN_ADDR", "DB_DRIVER", "DATABASE_PATH", "DATABASE_URL", "DATABASE_POOL_SIZE",
-		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "LOG_LEVEL"} {
+		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "TRUSTED_PROXIES", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "LOG_LEVEL"} {
 		if !strings.Contains(Help, name) {
 			t.Errorf("Help does not mention %s", name)
 		}
