@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -134,13 +135,25 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Protocols:         serveProtocols(),
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.String())
+	scheme := "http"
+	if cfg.TLSCertificate != nil {
+		scheme = "https"
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cfg.TLSCertificate}, MinVersion: tls.VersionTLS12}
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "upstream", cfg.Upstream.String())
 	if listening != nil {
 		listening(ln.Addr())
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate is in TLSConfig
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	var serveErr error
 	select {
 	case serveErr = <-errc:
@@ -149,6 +162,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Info("shutting down: draining in-flight requests", "timeout", drainTimeout.String())
 	}
 	return errors.Join(serveErr, shutdown(context.WithoutCancel(ctx), log, srv, &inflight, proxyHandler, recorder))
+}
+
+// serveProtocols are HTTP/1.1 and HTTP/2: over TLS negotiated by ALPN,
+// without TLS by prior knowledge (h2c), as gRPC-style clients and
+// `curl --http2-prior-knowledge` speak it. There is no h2c upgrade from
+// HTTP/1.1; net/http does not offer it.
+func serveProtocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
 }
 
 // shutdown stops accepting, lets in-flight requests finish (cutting off

@@ -49,6 +49,8 @@ func TestServeBadConfig(t *testing.T) {
 		"ENCRYPTION_KEY":   {"ENCRYPTION_KEY": "short"},
 		"MANAGEMENT_TOKEN": {"MANAGEMENT_TOKEN": "has space"},
 		"TRUSTED_PROXIES":  {"TRUSTED_PROXIES": "10.0.0.0/8,proxy.example"},
+		"TLS_KEY_FILE":     {"TLS_CERT_FILE": "/etc/hostname"},
+		"TLS_CERT_FILE":    {"TLS_CERT_FILE": "/nonexistent/cert.pem", "TLS_KEY_FILE": "/nonexistent/key.pem"},
 		"LISTEN_ADDR":      {"LISTEN_ADDR": busy.Addr().String()},
 		"DATABASE_URL": {"DB_DRIVER": "postgres", "ENCRYPTION_KEY": secrets.NewKey(),
 			"DATABASE_URL": "postgres://postgres@127.0.0.1:1/none?sslmode=disable"},

@@ -126,13 +126,19 @@ func (s *runningServer) wait() error {
 
 func call(t *testing.T, method, url, auth string, body any) (*http.Response, []byte) {
 	t.Helper()
+	return callWith(t, http.DefaultClient, method, url, auth, body)
+}
+
+// callWith sends body as JSON with client and returns the answer, read whole.
+func callWith(t *testing.T, client *http.Client, method, url, auth string, body any) (*http.Response, []byte) {
+	t.Helper()
 	data, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+auth)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}

@@ -4,6 +4,7 @@ package config
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,7 +22,10 @@ import (
 
 // Help describes every variable, for `llmproxy serve --help`.
 const Help = `Configuration (environment):
-  LISTEN_ADDR                  HTTP listen address (default :8080)
+  LISTEN_ADDR                  HTTP listen address (default :8080); HTTP/1.1 and HTTP/2 without
+                               TLS (h2c, prior knowledge) are served on it
+  TLS_CERT_FILE, TLS_KEY_FILE  PEM certificate (chain) and private key: set both to serve HTTPS
+                               (HTTP/2 and HTTP/1.1) on LISTEN_ADDR instead; read at start
   DB_DRIVER                    sqlite (default) or postgres
   DATABASE_PATH                SQLite file (default ./data/llmproxy.db); its directory is created
   DATABASE_URL                 Postgres URL; required when DB_DRIVER=postgres
@@ -68,8 +72,11 @@ const (
 // Config is the validated configuration.
 type Config struct {
 	ListenAddr string
-	Storage    service.Config
-	Upstream   *url.URL
+	// TLSCertificate is the pair TLS_CERT_FILE and TLS_KEY_FILE name; nil
+	// when neither is set (plain HTTP).
+	TLSCertificate *tls.Certificate
+	Storage        service.Config
+	Upstream       *url.URL
 
 	ManagementToken string
 	// ManagementTokenGenerated says MANAGEMENT_TOKEN was unset and the token
@@ -107,6 +114,9 @@ func Load(getenv func(string) string) (*Config, error) {
 			errs = append(errs, fmt.Errorf("LISTEN_ADDR=%q: want host:port, such as :8080 or 127.0.0.1:8080", v))
 		}
 		c.ListenAddr = v
+	}
+	if c.TLSCertificate, err = loadTLS(getenv("TLS_CERT_FILE"), getenv("TLS_KEY_FILE")); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Storage, err = service.ConfigFromEnv(getenv); err != nil {
 		errs = append(errs, err)
@@ -155,6 +165,25 @@ func Load(getenv func(string) string) (*Config, error) {
 		return nil, fmt.Errorf("ENCRYPTION_KEY: %w", err)
 	}
 	return c, nil
+}
+
+// loadTLS reads the certificate and key pair, when both files are named.
+func loadTLS(certFile, keyFile string) (*tls.Certificate, error) {
+	switch {
+	case certFile == "" && keyFile == "":
+		return nil, nil
+	case certFile == "":
+		return nil, errors.New("TLS_CERT_FILE: unset while TLS_KEY_FILE is set; set both to serve HTTPS, or neither")
+	case keyFile == "":
+		return nil, errors.New("TLS_KEY_FILE: unset while TLS_CERT_FILE is set; set both to serve HTTPS, or neither")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		// The error names the file that could not be read, or says the
+		// two do not match; it never shows the key.
+		return nil, fmt.Errorf("TLS_CERT_FILE=%q, TLS_KEY_FILE=%q: %w", certFile, keyFile, err)
+	}
+	return &cert, nil
 }
 
 func parseUpstream(v string) (*url.URL, error) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/llmproxy/llmproxy/internal/secrets"
+	"github.com/llmproxy/llmproxy/internal/tlstest"
 	"github.com/llmproxy/llmproxy/service"
 )
 
@@ -115,6 +116,38 @@ func TestLoadManagementTokenMinimumLength(t *testing.T) {
 	c, err := Load(env(t, map[string]string{"MANAGEMENT_TOKEN": token[1:]}))
 	if err == nil || !strings.Contains(err.Error(), "want at least 16") {
 		t.Fatalf("Load with a %d-character MANAGEMENT_TOKEN = %+v, %v; want too short", len(token)-1, c, err)
+	}
+}
+
+func TestLoadTLS(t *testing.T) {
+	t.Parallel()
+	pair, other := tlstest.Write(t), tlstest.Write(t)
+	c, err := Load(env(t, map[string]string{"TLS_CERT_FILE": pair.CertFile, "TLS_KEY_FILE": pair.KeyFile}))
+	if err != nil || c.TLSCertificate == nil || c.TLSCertificate.Leaf.Subject.CommonName != "llmproxy test" {
+		t.Fatalf("Load with a valid pair = %+v, %v", c, err)
+	}
+	if c, err := Load(env(t, map[string]string{})); err != nil || c.TLSCertificate != nil {
+		t.Errorf("Load without TLS files = %+v, %v; want no certificate", c, err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	garbage := filepath.Join(t.TempDir(), "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cert, key, prefix, says string
+	}{
+		{pair.CertFile, "", "TLS_KEY_FILE", "set both"},
+		{"", pair.KeyFile, "TLS_CERT_FILE", "set both"},
+		{missing, pair.KeyFile, "TLS_CERT_FILE", "no such file"},
+		{pair.CertFile, missing, "TLS_CERT_FILE", "no such file"},
+		{garbage, pair.KeyFile, "TLS_CERT_FILE", "PEM"},
+		{pair.CertFile, other.KeyFile, "TLS_CERT_FILE", "does not match"},
+	} {
+		_, err := Load(env(t, map[string]string{"TLS_CERT_FILE": tc.cert, "TLS_KEY_FILE": tc.key}))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.prefix) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("Load(TLS_CERT_FILE=%q, TLS_KEY_FILE=%q) = %v, want an error starting with %s that says %q", tc.cert, tc.key, err, tc.prefix, tc.says)
+		}
 	}
 }
 
@@ -225,7 +258,7 @@ func TestLoadRetentionZeroKeepsUsageForever(t *testing.T) {
 func TestHelpListsEveryVariable(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"LISTEN_ADDR", "DB_DRIVER", "DATABASE_PATH", "DATABASE_URL", "DATABASE_POOL_SIZE",
-		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "TRUSTED_PROXIES", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "LOG_LEVEL"} {
+		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "TRUSTED_PROXIES", "TLS_CERT_FILE", "TLS_KEY_FILE", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "LOG_LEVEL"} {
 		if !strings.Contains(Help, name) {
 			t.Errorf("Help does not mention %s", name)
 		}
