@@ -69,9 +69,8 @@ func TestServeSQLiteDiskFull(t *testing.T) {
 	dir := smallDisk(t)
 	upstream := upstreamtest.New(t, upstreamtest.Options{})
 	path := filepath.Join(dir, "llmproxy.db")
-	env := sqliteEnv(path, upstream.URL)
-	s := startServe(t, env)
-	admin := env["MANAGEMENT_TOKEN"]
+	s := startServe(t, map[string]string{"DATABASE_PATH": path, "ENCRYPTION_KEY": secrets.NewKey(), "UPSTREAM_URL": upstream.URL})
+	admin := s.admin
 	tokenID, secret := newProjectToken(t, s.url, admin)
 	client := &http.Client{Timeout: faultClientTimeout}
 	chat := func() answer { return ask(client, "POST", s.url+"/v1/chat/completions", secret, chatBody) }
@@ -120,7 +119,7 @@ func TestServeSQLiteDiskFull(t *testing.T) {
 	if err := s.wait(); err != nil {
 		t.Fatalf("serve after SIGTERM: %v\n%s", err, s.stderr)
 	}
-	if got := usageRequests(t, env); got != int64(ok) {
+	if got := usageRequests(t, s.env); got != int64(ok) {
 		t.Errorf("usage rows = %d, want %d", got, ok)
 	}
 	checkIntegrity(t, path)
@@ -164,16 +163,13 @@ func TestServePostgresDiskFull(t *testing.T) {
 	conn.Close(t.Context())
 
 	upstream := upstreamtest.New(t, upstreamtest.Options{})
-	env := map[string]string{
-		"DB_DRIVER":        "postgres",
-		"DATABASE_URL":     cluster.URL("llmproxy"),
-		"ENCRYPTION_KEY":   secrets.NewKey(),
-		"MANAGEMENT_TOKEN": "mgmt-faults-test-token",
-		"UPSTREAM_URL":     upstream.URL,
-		"LISTEN_ADDR":      "127.0.0.1:0",
-	}
-	s := startServe(t, env)
-	admin := env["MANAGEMENT_TOKEN"]
+	s := startServe(t, map[string]string{
+		"DB_DRIVER":      "postgres",
+		"DATABASE_URL":   cluster.URL("llmproxy"),
+		"ENCRYPTION_KEY": secrets.NewKey(),
+		"UPSTREAM_URL":   upstream.URL,
+	})
+	admin := s.admin
 	tokenID, secret := newProjectToken(t, s.url, admin)
 	client := &http.Client{Timeout: faultClientTimeout}
 	chat := func() answer { return ask(client, "POST", s.url+"/v1/chat/completions", secret, chatBody) }
@@ -227,7 +223,7 @@ func TestServePostgresDiskFull(t *testing.T) {
 	if err := s.wait(); err != nil {
 		t.Fatalf("serve after SIGTERM: %v\n%s", err, s.stderr)
 	}
-	if got := usageRequests(t, env); got != int64(ok) {
+	if got := usageRequests(t, s.env); got != int64(ok) {
 		t.Errorf("usage rows = %d, want %d", got, ok)
 	}
 }

@@ -265,16 +265,13 @@ func TestServePostgresRestart(t *testing.T) {
 	// Streams wait for hold before they end; the load's JSON answers do not.
 	hold := make(chan struct{})
 	upstream := upstreamtest.New(t, upstreamtest.Options{HoldFinal: hold})
-	env := map[string]string{
-		"DB_DRIVER":        "postgres",
-		"DATABASE_URL":     cluster.URL("llmproxy"),
-		"ENCRYPTION_KEY":   secrets.NewKey(),
-		"MANAGEMENT_TOKEN": "mgmt-faults-test-token",
-		"UPSTREAM_URL":     upstream.URL,
-		"LISTEN_ADDR":      "127.0.0.1:0",
-	}
-	s := startServe(t, env)
-	admin := env["MANAGEMENT_TOKEN"]
+	s := startServe(t, map[string]string{
+		"DB_DRIVER":      "postgres",
+		"DATABASE_URL":   cluster.URL("llmproxy"),
+		"ENCRYPTION_KEY": secrets.NewKey(),
+		"UPSTREAM_URL":   upstream.URL,
+	})
+	admin := s.admin
 	tokenID, secret := newProjectToken(t, s.url, admin)
 	httpClient := &http.Client{Timeout: faultClientTimeout}
 
@@ -386,21 +383,10 @@ func TestServePostgresRestart(t *testing.T) {
 	if err := s.wait(); err != nil {
 		t.Fatalf("serve after SIGTERM: %v\n%s", err, s.stderr)
 	}
-	if got := usageRequests(t, env); got != int64(answered) {
+	if got := usageRequests(t, s.env); got != int64(answered) {
 		t.Errorf("usage rows = %d, want %d (the 200 answers)", got, answered)
 	}
 	t.Logf("%d requests: %d answered, %d refused while the database was down", tally.sent, tally.ok, tally.down)
-}
-
-// sqliteEnv is the environment of serve on a SQLite file at path.
-func sqliteEnv(path, upstreamURL string) map[string]string {
-	return map[string]string{
-		"DATABASE_PATH":    path,
-		"ENCRYPTION_KEY":   secrets.NewKey(),
-		"MANAGEMENT_TOKEN": "mgmt-faults-test-token",
-		"UPSTREAM_URL":     upstreamURL,
-		"LISTEN_ADDR":      "127.0.0.1:0",
-	}
 }
 
 // checkIntegrity runs SQLite's full consistency check on the file.
@@ -424,9 +410,8 @@ func TestServeSQLiteLocked(t *testing.T) {
 	t.Parallel()
 	upstream := upstreamtest.New(t, upstreamtest.Options{})
 	path := filepath.Join(t.TempDir(), "llmproxy.db")
-	env := sqliteEnv(path, upstream.URL)
-	s := startServe(t, env)
-	admin := env["MANAGEMENT_TOKEN"]
+	s := startServe(t, map[string]string{"DATABASE_PATH": path, "ENCRYPTION_KEY": secrets.NewKey(), "UPSTREAM_URL": upstream.URL})
+	admin := s.admin
 	tokenID, secret := newProjectToken(t, s.url, admin)
 	client := &http.Client{Timeout: faultClientTimeout}
 	chat := func() answer { return ask(client, "POST", s.url+"/v1/chat/completions", secret, chatBody) }
@@ -479,7 +464,7 @@ func TestServeSQLiteLocked(t *testing.T) {
 	if err := s.wait(); err != nil {
 		t.Fatalf("serve after SIGTERM: %v\n%s", err, s.stderr)
 	}
-	if got := usageRequests(t, env); got != 1 {
+	if got := usageRequests(t, s.env); got != 1 {
 		t.Errorf("usage rows = %d, want 1", got)
 	}
 	checkIntegrity(t, path)
@@ -524,9 +509,7 @@ func TestServeRefusesNewerSchema(t *testing.T) {
 	for _, b := range testBackends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			env := b.env(t)
-			env["LISTEN_ADDR"] = "127.0.0.1:0"
-			env["MANAGEMENT_TOKEN"] = "mgmt-faults-test-token"
+			env := testEnv(t, b.env(t))
 			if b.name == "sqlite" {
 				env["ENCRYPTION_KEY"] = secrets.NewKey()
 			}

@@ -19,8 +19,6 @@ func TestServeRollsUpOldUsage(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			env := b.env(t)
-			env["LISTEN_ADDR"] = "127.0.0.1:0"
-			env["MANAGEMENT_TOKEN"] = "admin-secret"
 			env["USAGE_RETENTION_DAYS"] = "2"
 			cfg, err := service.ConfigFromEnv(func(name string) string { return env[name] })
 			if err != nil {
@@ -47,7 +45,7 @@ func TestServeRollsUpOldUsage(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			resp, body := call(t, "GET", s.url+"/manage/usage", "admin-secret", nil)
+			resp, body := call(t, "GET", s.url+"/manage/usage", s.admin, nil)
 			var totals map[string]any
 			if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &totals) != nil {
 				t.Fatalf("GET /manage/usage = %d %s", resp.StatusCode, body)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	dashboard "github.com/llmproxy/llmproxy/internal/admin" // "admin" is a test helper here
+	"github.com/llmproxy/llmproxy/internal/authlimit"
 	"github.com/llmproxy/llmproxy/internal/config"
 	"github.com/llmproxy/llmproxy/internal/manage"
 	"github.com/llmproxy/llmproxy/internal/metrics"
@@ -113,13 +115,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
 		BodyReadTimeout: cfg.BodyReadTimeout, AccessLog: accessLog,
 	})
+	// One limit for both ways of presenting the management token.
+	authLimiter := authlimit.New(authlimit.Options{TrustedProxies: cfg.TrustedProxies})
 	handler := server.New(server.Options{
-		Store:           store,
-		Manager:         manager,
-		Metrics:         m,
-		Proxy:           proxyHandler,
-		Admin:           dashboard.New(dashboard.Options{Manager: manager, Store: store, ManagementToken: cfg.ManagementToken, Logger: log}),
+		Store:   store,
+		Manager: manager,
+		Metrics: m,
+		Proxy:   proxyHandler,
+		Admin: dashboard.New(dashboard.Options{
+			Manager: manager, Store: store, ManagementToken: cfg.ManagementToken, AuthLimiter: authLimiter, Logger: log,
+		}),
 		ManagementToken: cfg.ManagementToken,
+		AuthLimiter:     authLimiter,
 		Logger:          log,
 	})
 	// Handlers are counted so that shutdown flushes usage only after the
@@ -142,13 +149,25 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ReadTimeout:       readHeaderTimeout + cfg.BodyReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Protocols:         serveProtocols(),
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.String())
+	scheme := "http"
+	if cfg.TLSCertificate != nil {
+		scheme = "https"
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cfg.TLSCertificate}, MinVersion: tls.VersionTLS12}
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "upstream", cfg.Upstream.String())
 	if listening != nil {
 		listening(ln.Addr())
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate is in TLSConfig
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	var serveErr error
 	select {
 	case serveErr = <-errc:
@@ -157,6 +176,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Info("shutting down: draining in-flight requests", "timeout", drainTimeout.String())
 	}
 	return errors.Join(serveErr, shutdown(context.WithoutCancel(ctx), log, srv, &inflight, proxyHandler, recorder))
+}
+
+// serveProtocols are HTTP/1.1 and HTTP/2: over TLS negotiated by ALPN,
+// without TLS by prior knowledge (h2c), as gRPC-style clients and
+// `curl --http2-prior-knowledge` speak it. There is no h2c upgrade from
+// HTTP/1.1; net/http does not offer it.
+func serveProtocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
 }
 
 // shutdown stops accepting, lets in-flight requests finish (cutting off

@@ -18,15 +18,13 @@ func TestServeTwoInstancesShareOnePostgres(t *testing.T) {
 	t.Parallel()
 	upstream := upstreamtest.New(t, upstreamtest.Options{})
 	env := map[string]string{
-		"DB_DRIVER":        "postgres",
-		"DATABASE_URL":     pgtest.NewDatabase(t),
-		"ENCRYPTION_KEY":   secrets.NewKey(),
-		"MANAGEMENT_TOKEN": "mgmt-shared-test-token",
-		"UPSTREAM_URL":     upstream.URL,
-		"LISTEN_ADDR":      "127.0.0.1:0",
+		"DB_DRIVER":      "postgres",
+		"DATABASE_URL":   pgtest.NewDatabase(t),
+		"ENCRYPTION_KEY": secrets.NewKey(),
+		"UPSTREAM_URL":   upstream.URL,
 	}
 	a, b := startServe(t, env), startServe(t, env)
-	admin := env["MANAGEMENT_TOKEN"]
+	admin := a.admin
 
 	var project map[string]any
 	resp, body := call(t, "POST", a.url+"/manage/projects", admin, map[string]string{"name": "shared", "api_key": "sk-upstream-shared"})

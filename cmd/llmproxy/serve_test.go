@@ -3,113 +3,20 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/llmproxy/llmproxy/internal/config"
-	"github.com/llmproxy/llmproxy/internal/pgtest"
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/internal/upstreamtest"
 	"github.com/llmproxy/llmproxy/service"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server's concurrent logging.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// testBackends give the environment of a fresh database of each kind.
-var testBackends = []struct {
-	name string
-	env  func(t *testing.T) map[string]string
-}{
-	{"sqlite", func(t *testing.T) map[string]string {
-		return map[string]string{"DATABASE_PATH": filepath.Join(t.TempDir(), "data", "llmproxy.db")}
-	}},
-	{"postgres", func(t *testing.T) map[string]string {
-		return map[string]string{"DB_DRIVER": "postgres", "DATABASE_URL": pgtest.NewDatabase(t), "ENCRYPTION_KEY": secrets.NewKey()}
-	}},
-}
-
-// runningServer is `llmproxy serve` running in this process.
-type runningServer struct {
-	url    string
-	addr   string
-	stderr *syncBuffer
-	stop   context.CancelFunc // as SIGTERM does
-	done   chan error
-}
-
-func startServe(t *testing.T, env map[string]string) *runningServer {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &runningServer{stderr: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
-	addrc := make(chan net.Addr, 1)
-	go func() {
-		s.done <- serve(ctx, nil, func(name string) string { return env[name] }, io.Discard, s.stderr, func(a net.Addr) { addrc <- a })
-	}()
-	select {
-	case a := <-addrc:
-		s.addr = a.String()
-		s.url = "http://" + s.addr
-	case err := <-s.done:
-		cancel()
-		t.Fatalf("serve: %v\n%s", err, s.stderr)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err, ok := <-s.done; ok && err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return s
-}
-
-// wait stops waiting for serve and returns its result.
-func (s *runningServer) wait() error {
-	err := <-s.done
-	close(s.done)
-	return err
-}
-
-func call(t *testing.T, method, url, auth string, body any) (*http.Response, []byte) {
-	t.Helper()
-	data, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+auth)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp, out
-}
 
 func TestServeHelp(t *testing.T) {
 	t.Parallel()
@@ -141,6 +48,9 @@ func TestServeBadConfig(t *testing.T) {
 		"LOG_LEVEL":        {"LOG_LEVEL": "chatty"},
 		"ENCRYPTION_KEY":   {"ENCRYPTION_KEY": "short"},
 		"MANAGEMENT_TOKEN": {"MANAGEMENT_TOKEN": "has space"},
+		"TRUSTED_PROXIES":  {"TRUSTED_PROXIES": "10.0.0.0/8,proxy.example"},
+		"TLS_KEY_FILE":     {"TLS_CERT_FILE": "/etc/hostname"},
+		"TLS_CERT_FILE":    {"TLS_CERT_FILE": "/nonexistent/cert.pem", "TLS_KEY_FILE": "/nonexistent/key.pem"},
 		"LISTEN_ADDR":      {"LISTEN_ADDR": busy.Addr().String()},
 		"DATABASE_URL": {"DB_DRIVER": "postgres", "ENCRYPTION_KEY": secrets.NewKey(),
 			"DATABASE_URL": "postgres://postgres@127.0.0.1:1/none?sslmode=disable"},
@@ -149,9 +59,7 @@ func TestServeBadConfig(t *testing.T) {
 	for variable, env := range cases {
 		t.Run(variable, func(t *testing.T) {
 			t.Parallel()
-			if _, ok := env["DATABASE_PATH"]; !ok {
-				env["DATABASE_PATH"] = filepath.Join(t.TempDir(), "llmproxy.db")
-			}
+			env := testEnv(t, env)
 			err := serve(t.Context(), nil, func(name string) string { return env[name] }, io.Discard, io.Discard,
 				func(net.Addr) { t.Error("serve listened with a bad configuration") })
 			if err == nil || !strings.HasPrefix(err.Error(), variable) {
@@ -169,8 +77,8 @@ func TestServeEndToEnd(t *testing.T) {
 			hold := make(chan struct{})
 			upstream := upstreamtest.New(t, upstreamtest.Options{HoldFinal: hold})
 			env := b.env(t)
-			env["LISTEN_ADDR"] = "127.0.0.1:0"
 			env["UPSTREAM_URL"] = upstream.URL
+			env["MANAGEMENT_TOKEN"] = "" // unset: serve generates one
 			s := startServe(t, env)
 
 			// MANAGEMENT_TOKEN is unset: the generated one is printed once and works.
@@ -241,7 +149,7 @@ func TestServeEndToEnd(t *testing.T) {
 				t.Fatalf("serve after SIGTERM: %v", err)
 			}
 
-			cfg, err := config.Load(func(name string) string { return env[name] })
+			cfg, err := config.Load(func(name string) string { return s.env[name] })
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,14 +12,17 @@ import (
 	"embed"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/llmproxy/llmproxy/internal/authlimit"
 	"github.com/llmproxy/llmproxy/internal/manage"
 	"github.com/llmproxy/llmproxy/service"
 )
@@ -45,9 +48,12 @@ type Options struct {
 	// Store serves the reads the Manager has no paging for (the audit log).
 	Store           service.Store
 	ManagementToken string
-	Logger          *slog.Logger
-	SessionTTL      time.Duration // 0: DefaultSessionTTL
-	Now             func() time.Time
+	// AuthLimiter throttles failed logins per client; share the management
+	// API's, so both count against one limit. nil: one of its own.
+	AuthLimiter *authlimit.Limiter
+	Logger      *slog.Logger
+	SessionTTL  time.Duration // 0: DefaultSessionTTL
+	Now         func() time.Time
 }
 
 type handler struct {
@@ -56,6 +62,7 @@ type handler struct {
 	log      *slog.Logger
 	now      func() time.Time
 	sessions *sessions
+	limiter  *authlimit.Limiter
 	// tokenSum is compared with the hash of a presented token, in constant
 	// time whatever the lengths.
 	tokenSum [sha256.Size]byte
@@ -75,9 +82,13 @@ func New(opts Options) http.Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.AuthLimiter == nil {
+		opts.AuthLimiter = authlimit.New(authlimit.Options{})
+	}
 	h := &handler{
 		manager: opts.Manager, store: opts.Store, log: opts.Logger, now: opts.Now,
 		sessions: newSessions(opts.ManagementToken, opts.SessionTTL, opts.Now),
+		limiter:  opts.AuthLimiter,
 		tokenSum: sha256.Sum256([]byte(opts.ManagementToken)),
 	}
 
@@ -204,6 +215,8 @@ func (h *handler) loginPage(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, nil, http.StatusOK, "login", "Log in", loginView{Next: next})
 }
 
+// login starts a session for the right token. A client with too many
+// recent failures is refused whatever it sends (429), as on /manage.
 func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
@@ -211,16 +224,27 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))
-	token := r.PostForm.Get("token")
-	if token == "" || !h.validToken(token) {
-		h.log.Warn("admin login refused", "remote", r.RemoteAddr)
-		msg := "That is not the management token."
-		if token == "" {
-			msg = "Enter the management token."
-		}
-		h.render(w, r, nil, http.StatusUnauthorized, "login", "Log in", loginView{Next: next, Error: msg})
+	attempt, wait := h.limiter.Begin(r)
+	if attempt == nil {
+		retry := authlimit.RetryAfter(wait)
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
+		h.render(w, r, nil, http.StatusTooManyRequests, "login", "Log in", loginView{Next: next,
+			Error: fmt.Sprintf("Too many failed logins from your address. Try again in %d seconds.", retry)})
 		return
 	}
+	token := r.PostForm.Get("token")
+	if token == "" {
+		attempt.Succeeded() // no token was tried
+		h.render(w, r, nil, http.StatusUnauthorized, "login", "Log in", loginView{Next: next, Error: "Enter the management token."})
+		return
+	}
+	if !h.validToken(token) {
+		// Never the token tried: it may be a real secret typed into the wrong place.
+		h.log.Warn("management authentication failed", "client", attempt.Client, "method", r.Method, "path", r.URL.Path, "failures", attempt.Failures)
+		h.render(w, r, nil, http.StatusUnauthorized, "login", "Log in", loginView{Next: next, Error: "That is not the management token."})
+		return
+	}
+	attempt.Succeeded()
 	h.sessions.start(w, r)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }

@@ -40,23 +40,23 @@ type auditRow struct {
 }
 
 type auditView struct {
-	Projects []*service.Project
-	Events   []auditRow
+	Filters filterForm
+	Events  []auditRow
 	// Filter
 	ProjectID int64
 	Action    string
-	Actions   []string
 	Result    string
 	// Pagination: Before is this page's cursor (0: newest); OlderURL is
 	// empty when nothing older is left.
-	Before              int64
-	NewestURL, OlderURL string
-	Scanned             int
+	Before   int64
+	OlderURL string
+	Scanned  int
+	Pager    pager
 }
 
 func (h *handler) auditPage(w http.ResponseWriter, r *http.Request, sess *session) {
 	q := r.URL.Query()
-	v := auditView{Actions: auditActions, Action: q.Get("action"), Result: q.Get("result")}
+	v := auditView{Action: q.Get("action"), Result: q.Get("result")}
 	projectID, err := queryID(q, "project_id")
 	if err != nil {
 		h.renderError(w, r, sess, http.StatusBadRequest, err.Error())
@@ -83,7 +83,11 @@ func (h *handler) auditPage(w http.ResponseWriter, r *http.Request, sess *sessio
 		h.fail(w, r, sess, err)
 		return
 	}
-	v.Projects = projects
+	v.Filters = filterForm{Action: Prefix + "audit", Label: "Filter the audit log", Submit: "Filter", Fields: []filterField{
+		projectField("audit-project", projects, v.ProjectID),
+		choiceField("audit-action", "action", "Action", "Any action", auditActions, v.Action),
+		choiceField("audit-result", "result", "Result", "Any result", []string{resultSuccess, resultFailure}, v.Result),
+	}}
 	names := projectNames(projects)
 	match := func(e *service.AuditEvent) bool {
 		return (v.Action == "" || e.Action == v.Action) &&
@@ -118,12 +122,14 @@ func (h *handler) auditPage(w http.ResponseWriter, r *http.Request, sess *sessio
 			}
 		}
 	}
+	newest := pageLink{Label: "Newest events"}
 	if v.Before != 0 {
-		v.NewestURL = auditURL(q, 0)
+		newest.URL = auditURL(q, 0)
 	}
 	if more {
 		v.OlderURL = auditURL(q, cursor)
 	}
+	v.Pager = pager{Label: "Pages of the audit log", Links: []pageLink{newest, {URL: v.OlderURL, Label: "Older events", Rel: "next"}}}
 	h.render(w, r, sess, http.StatusOK, "audit", "Audit log", v)
 }
 

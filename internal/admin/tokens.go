@@ -65,19 +65,19 @@ func (h *handler) tokenRows(tokens []*service.Token, projectNames map[int64]stri
 }
 
 type tokensView struct {
-	Projects []*service.Project
+	Projects []*service.Project // for the create form
+	Filters  filterForm
 	Rows     []tokenRow
 	Total    int // matching tokens, all pages
 	// Filter
 	ProjectID int64
 	State     string
-	States    []string
-	// Pagination links, empty when there is no such page.
-	Page, Pages      int
-	PrevURL, NextURL string
-	Create           formState
-	Units            []string
-	ReturnTo         string
+	// Pagination
+	Page, Pages int
+	Pager       pager
+	Create      formState
+	Units       []string
+	ReturnTo    string
 }
 
 func (h *handler) tokensPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -86,7 +86,7 @@ func (h *handler) tokensPage(w http.ResponseWriter, r *http.Request, sess *sessi
 
 func (h *handler) showTokens(w http.ResponseWriter, r *http.Request, sess *session, status int, create formState) {
 	q := r.URL.Query()
-	v := tokensView{States: tokenStates, State: q.Get("state"), Create: create, Units: durationUnits, ReturnTo: r.URL.RequestURI()}
+	v := tokensView{State: q.Get("state"), Create: create, Units: durationUnits, ReturnTo: r.URL.RequestURI()}
 	projectFilter, err := queryID(q, "project_id")
 	if err != nil {
 		h.renderError(w, r, sess, http.StatusBadRequest, err.Error())
@@ -125,12 +125,18 @@ func (h *handler) showTokens(w http.ResponseWriter, r *http.Request, sess *sessi
 	v.Pages = max(1, (len(rows)+tokensPerPage-1)/tokensPerPage)
 	start := min((v.Page-1)*tokensPerPage, len(rows))
 	v.Rows = rows[start:min(start+tokensPerPage, len(rows))]
+	v.Filters = filterForm{Action: Prefix + "tokens", Label: "Filter tokens", Submit: "Filter", Fields: []filterField{
+		projectField("filter-project", projects, v.ProjectID),
+		choiceField("filter-state", "state", "State", "Any state", tokenStates, v.State),
+	}}
+	newer, older := pageLink{Label: "Newer tokens", Rel: "prev"}, pageLink{Label: "Older tokens", Rel: "next"}
 	if v.Page > 1 {
-		v.PrevURL = pageURL(r.URL, v.Page-1)
+		newer.URL = pageURL(r.URL, v.Page-1)
 	}
 	if v.Page < v.Pages {
-		v.NextURL = pageURL(r.URL, v.Page+1)
+		older.URL = pageURL(r.URL, v.Page+1)
 	}
+	v.Pager = pager{Label: "Pages of tokens", Links: []pageLink{newer, older}}
 	if v.Create.Values == nil {
 		v.Create.Values = map[string]string{"project_id": q.Get("project_id"), "duration": "1", "unit": "days"}
 	}

@@ -22,14 +22,11 @@ const (
 var usageRanges = []int{7, 14, 30, 90}
 
 type usageView struct {
-	Projects []*service.Project
-	Tokens   []tokenRow // of the chosen project, for the token filter
+	Filters filterForm
 	// Filter
 	ProjectID, TokenID int64
 	Days               int
-	Ranges             []int
 	Metric             string
-	Metrics            []metric
 	// Figures over the whole range.
 	Totals    service.UsageCounts
 	ErrorRate string // of the requests; empty when there were none
@@ -39,7 +36,8 @@ type usageView struct {
 
 func (h *handler) usagePage(w http.ResponseWriter, r *http.Request, sess *session) {
 	q := r.URL.Query()
-	v := usageView{Days: defaultUsageDays, Ranges: usageRanges, Metric: "requests", Metrics: metrics}
+	v := usageView{Days: defaultUsageDays, Metric: "requests"}
+	ranges := usageRanges
 	var filter service.UsageFilter
 	var err error
 	if filter.ProjectID, err = queryID(q, "project_id"); err == nil {
@@ -57,9 +55,9 @@ func (h *handler) usagePage(w http.ResponseWriter, r *http.Request, sess *sessio
 			return
 		}
 		v.Days = n
-		if !slices.Contains(v.Ranges, n) {
-			v.Ranges = append(slices.Clone(v.Ranges), n)
-			slices.Sort(v.Ranges)
+		if !slices.Contains(ranges, n) {
+			ranges = append(slices.Clone(ranges), n)
+			slices.Sort(ranges)
 		}
 	}
 	if s := q.Get("metric"); s != "" {
@@ -78,15 +76,16 @@ func (h *handler) usagePage(w http.ResponseWriter, r *http.Request, sess *sessio
 		h.fail(w, r, sess, err)
 		return
 	}
-	v.Projects = projects
+	var tokens []tokenRow // of the chosen project, for the token filter
 	if filter.ProjectID != nil {
-		tokens, err := h.manager.Tokens(ctx, filter.ProjectID)
+		list, err := h.manager.Tokens(ctx, filter.ProjectID)
 		if err != nil {
 			h.fail(w, r, sess, err)
 			return
 		}
-		v.Tokens = h.tokenRows(tokens, projectNames(projects))
+		tokens = h.tokenRows(list, projectNames(projects))
 	}
+	v.Filters = usageFilters(v, projects, tokens, ranges)
 
 	days, err := h.dailyUsage(r, filter, v.Days)
 	if err != nil {
@@ -99,6 +98,34 @@ func (h *handler) usagePage(w http.ResponseWriter, r *http.Request, sess *sessio
 	}
 	v.Chart = buildChart(days, shown)
 	h.render(w, r, sess, http.StatusOK, "usage", "Usage", v)
+}
+
+// usageFilters are the usage page's filters: a project, one of its tokens
+// once a project is chosen, the period and the metric charted.
+func usageFilters(v usageView, projects []*service.Project, tokens []tokenRow, ranges []int) filterForm {
+	f := filterForm{Action: Prefix + "usage", Label: "Filter usage", Submit: "Show",
+		Fields: []filterField{projectField("usage-project", projects, v.ProjectID)}}
+	switch {
+	case v.ProjectID != 0:
+		token := filterField{ID: "usage-token", Name: "token_id", Label: "Token", Options: []option{{Value: "", Label: "All tokens"}}}
+		for _, t := range tokens {
+			token.Options = append(token.Options, option{Value: manage.FormatID(t.ID),
+				Label: "#" + manage.FormatID(t.ID) + " " + t.TokenPrefix + "… (" + t.State + ")", Selected: t.ID == v.TokenID})
+		}
+		f.Fields = append(f.Fields, token)
+	case v.TokenID != 0:
+		f.Hidden = append(f.Hidden, hiddenField{Name: "token_id", Value: manage.FormatID(v.TokenID)})
+	}
+	days := filterField{ID: "usage-days", Name: "days", Label: "Period"}
+	for _, n := range ranges {
+		days.Options = append(days.Options, option{Value: strconv.Itoa(n), Label: "last " + strconv.Itoa(n) + " days", Selected: n == v.Days})
+	}
+	shown := filterField{ID: "usage-metric", Name: "metric", Label: "Chart"}
+	for _, m := range metrics {
+		shown.Options = append(shown.Options, option{Value: m.Key, Label: m.Label, Selected: m.Key == v.Metric})
+	}
+	f.Fields = append(f.Fields, days, shown)
+	return f
 }
 
 // dailyUsage sums usage per UTC day, for the n days ending today.

@@ -4,23 +4,29 @@ package config
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/llmproxy/llmproxy/internal/authlimit"
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/service"
 )
 
 // Help describes every variable, for `llmproxy serve --help`.
 const Help = `Configuration (environment):
-  LISTEN_ADDR                  HTTP listen address (default :8080)
+  LISTEN_ADDR                  HTTP listen address (default :8080); HTTP/1.1 and HTTP/2 without
+                               TLS (h2c, prior knowledge) are served on it
+  TLS_CERT_FILE, TLS_KEY_FILE  PEM certificate (chain) and private key: set both to serve HTTPS
+                               (HTTP/2 and HTTP/1.1) on LISTEN_ADDR instead; read at start
   DB_DRIVER                    sqlite (default) or postgres
   DATABASE_PATH                SQLite file (default ./data/llmproxy.db); its directory is created
   DATABASE_URL                 Postgres URL; required when DB_DRIVER=postgres
@@ -29,8 +35,13 @@ const Help = `Configuration (environment):
   DATABASE_CONN_MAX_LIFETIME   Postgres connection lifetime (default 5m)
   UPSTREAM_URL                 upstream base URL, http or https (default https://api.openai.com);
                                the request path /v1/... is appended unchanged
-  MANAGEMENT_TOKEN             Bearer secret for /manage/*; if unset, one is generated at start
-                               and printed once to stderr
+  MANAGEMENT_TOKEN             Bearer secret for /manage/* and the dashboard: at least 16
+                               printable characters without spaces. If unset, one is generated
+                               at start and printed once to stderr
+  TRUSTED_PROXIES              comma-separated IP addresses and CIDR prefixes of reverse proxies
+                               whose X-Forwarded-For names the client (default: none, the TCP
+                               peer is the client). Failed management logins are throttled per
+                               client: 10 a minute
   ENCRYPTION_KEY               32 bytes, base64: encrypts upstream keys at rest and keys token
                                hashes. If unset with SQLite, the key file llmproxy.key beside the
                                database is used (created 0600 on first start: back it up). Required
@@ -54,6 +65,10 @@ const DefaultUpstreamURL = "https://api.openai.com"
 // ENCRYPTION_KEY is unset.
 const KeyFileName = "llmproxy.key"
 
+// MinManagementTokenLength is the shortest MANAGEMENT_TOKEN accepted: with
+// the management API open to the network, a short one could be guessed.
+const MinManagementTokenLength = 16
+
 // USAGE_RETENTION_DAYS: its default, and a bound that keeps the retention
 // a valid time.Duration with room to spare.
 const (
@@ -64,13 +79,20 @@ const (
 // Config is the validated configuration.
 type Config struct {
 	ListenAddr string
-	Storage    service.Config
-	Upstream   *url.URL
+	// TLSCertificate is the pair TLS_CERT_FILE and TLS_KEY_FILE name; nil
+	// when neither is set (plain HTTP).
+	TLSCertificate *tls.Certificate
+	Storage        service.Config
+	Upstream       *url.URL
 
 	ManagementToken string
 	// ManagementTokenGenerated says MANAGEMENT_TOKEN was unset and the token
 	// was made up: the caller shows it once, or nobody could use the API.
 	ManagementTokenGenerated bool
+
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// telling clients apart (management login throttling, audit actors).
+	TrustedProxies []netip.Prefix
 
 	Keys *secrets.Keys
 	// KeyFile is the key file used when ENCRYPTION_KEY is unset; KeyFileCreated
@@ -108,6 +130,9 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 		c.ListenAddr = v
 	}
+	if c.TLSCertificate, err = loadTLS(getenv("TLS_CERT_FILE"), getenv("TLS_KEY_FILE")); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Storage, err = service.ConfigFromEnv(getenv); err != nil {
 		errs = append(errs, err)
 	}
@@ -116,6 +141,11 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if c.ManagementToken, c.ManagementTokenGenerated, err = managementToken(getenv("MANAGEMENT_TOKEN")); err != nil {
 		errs = append(errs, err)
+	}
+	if v := getenv("TRUSTED_PROXIES"); v != "" {
+		if c.TrustedProxies, err = authlimit.ParseTrustedProxies(v); err != nil {
+			errs = append(errs, fmt.Errorf("TRUSTED_PROXIES=%q: %w", v, err))
+		}
 	}
 	if v := getenv("USAGE_RETENTION_DAYS"); v != "" {
 		if c.UsageRetentionDays, err = parseRetentionDays(v); err != nil {
@@ -162,6 +192,25 @@ func Load(getenv func(string) string) (*Config, error) {
 	return c, nil
 }
 
+// loadTLS reads the certificate and key pair, when both files are named.
+func loadTLS(certFile, keyFile string) (*tls.Certificate, error) {
+	switch {
+	case certFile == "" && keyFile == "":
+		return nil, nil
+	case certFile == "":
+		return nil, errors.New("TLS_CERT_FILE: unset while TLS_KEY_FILE is set; set both to serve HTTPS, or neither")
+	case keyFile == "":
+		return nil, errors.New("TLS_KEY_FILE: unset while TLS_CERT_FILE is set; set both to serve HTTPS, or neither")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		// The error names the file that could not be read, or says the
+		// two do not match; it never shows the key.
+		return nil, fmt.Errorf("TLS_CERT_FILE=%q, TLS_KEY_FILE=%q: %w", certFile, keyFile, err)
+	}
+	return &cert, nil
+}
+
 func parseUpstream(v string) (*url.URL, error) {
 	if v == "" {
 		v = DefaultUpstreamURL
@@ -191,6 +240,10 @@ func managementToken(v string) (token string, generated bool, err error) {
 		if v[i] <= ' ' || v[i] > '~' {
 			return "", false, errors.New("MANAGEMENT_TOKEN: must be printable ASCII without spaces")
 		}
+	}
+	if len(v) < MinManagementTokenLength {
+		// The length only: the value is a secret.
+		return "", false, fmt.Errorf("MANAGEMENT_TOKEN: %d characters is too short to resist guessing; want at least %d (e.g. from `openssl rand -hex 24`)", len(v), MinManagementTokenLength)
 	}
 	return v, false, nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/llmproxy/llmproxy/internal/secrets"
+	"github.com/llmproxy/llmproxy/internal/tlstest"
 	"github.com/llmproxy/llmproxy/service"
 )
 
@@ -85,19 +87,21 @@ func TestLoadExplicit(t *testing.T) {
 	c, err := Load(env(t, map[string]string{
 		"LISTEN_ADDR":          "127.0.0.1:0",
 		"UPSTREAM_URL":         "http://127.0.0.1:9999/base",
-		"MANAGEMENT_TOKEN":     "admin-secret",
+		"MANAGEMENT_TOKEN":     "admin-secret-0123456789",
 		"ENCRYPTION_KEY":       key,
 		"LOG_LEVEL":            "DEBUG",
 		"USAGE_RETENTION_DAYS": "7",
 		"BODY_READ_TIMEOUT":    "2m30s",
 		"ACCESS_LOG":           "false",
+		"TRUSTED_PROXIES":      "10.0.0.0/8, 192.0.2.7",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	if c.ListenAddr != "127.0.0.1:0" || c.Upstream.String() != "http://127.0.0.1:9999/base" ||
-		c.ManagementToken != "admin-secret" || c.ManagementTokenGenerated || c.LogLevel != slog.LevelDebug ||
-		c.UsageRetentionDays != 7 || c.BodyReadTimeout != 150*time.Second || c.AccessLog {
+		c.ManagementToken != "admin-secret-0123456789" || c.ManagementTokenGenerated || c.LogLevel != slog.LevelDebug ||
+		c.UsageRetentionDays != 7 || fmt.Sprint(c.TrustedProxies) != "[10.0.0.0/8 192.0.2.7/32]" ||
+		c.BodyReadTimeout != 150*time.Second || c.AccessLog {
 		t.Errorf("Load = %+v", c)
 	}
 	if c.KeyFile != "" {
@@ -107,6 +111,50 @@ func TestLoadExplicit(t *testing.T) {
 	want, _ := secrets.NewKeys(master)
 	if plain, err := want.Decrypt(c.Keys.Encrypt("x")); err != nil || plain != "x" {
 		t.Errorf("Keys do not come from ENCRYPTION_KEY: %q, %v", plain, err)
+	}
+}
+
+func TestLoadManagementTokenMinimumLength(t *testing.T) {
+	t.Parallel()
+	token := strings.Repeat("k", MinManagementTokenLength)
+	if c, err := Load(env(t, map[string]string{"MANAGEMENT_TOKEN": token})); err != nil || c.ManagementToken != token {
+		t.Fatalf("Load with a %d-character MANAGEMENT_TOKEN = %v, %v; want it accepted", len(token), c, err)
+	}
+	c, err := Load(env(t, map[string]string{"MANAGEMENT_TOKEN": token[1:]}))
+	if err == nil || !strings.Contains(err.Error(), "want at least 16") {
+		t.Fatalf("Load with a %d-character MANAGEMENT_TOKEN = %+v, %v; want too short", len(token)-1, c, err)
+	}
+}
+
+func TestLoadTLS(t *testing.T) {
+	t.Parallel()
+	pair, other := tlstest.Write(t), tlstest.Write(t)
+	c, err := Load(env(t, map[string]string{"TLS_CERT_FILE": pair.CertFile, "TLS_KEY_FILE": pair.KeyFile}))
+	if err != nil || c.TLSCertificate == nil || c.TLSCertificate.Leaf.Subject.CommonName != "llmproxy test" {
+		t.Fatalf("Load with a valid pair = %+v, %v", c, err)
+	}
+	if c, err := Load(env(t, map[string]string{})); err != nil || c.TLSCertificate != nil {
+		t.Errorf("Load without TLS files = %+v, %v; want no certificate", c, err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	garbage := filepath.Join(t.TempDir(), "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cert, key, prefix, says string
+	}{
+		{pair.CertFile, "", "TLS_KEY_FILE", "set both"},
+		{"", pair.KeyFile, "TLS_CERT_FILE", "set both"},
+		{missing, pair.KeyFile, "TLS_CERT_FILE", "no such file"},
+		{pair.CertFile, missing, "TLS_CERT_FILE", "no such file"},
+		{garbage, pair.KeyFile, "TLS_CERT_FILE", "PEM"},
+		{pair.CertFile, other.KeyFile, "TLS_CERT_FILE", "does not match"},
+	} {
+		_, err := Load(env(t, map[string]string{"TLS_CERT_FILE": tc.cert, "TLS_KEY_FILE": tc.key}))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.prefix) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("Load(TLS_CERT_FILE=%q, TLS_KEY_FILE=%q) = %v, want an error starting with %s that says %q", tc.cert, tc.key, err, tc.prefix, tc.says)
+		}
 	}
 }
 
@@ -141,6 +189,8 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"UPSTREAM_URL", "http://[::1"},
 		{"MANAGEMENT_TOKEN", "two words"},
 		{"MANAGEMENT_TOKEN", "tab\there"},
+		{"MANAGEMENT_TOKEN", "zq"},
+		{"MANAGEMENT_TOKEN", "fifteen-chars-x"},
 		{"ENCRYPTION_KEY", secretValue},
 		{"ENCRYPTION_KEY", "c2hvcnQ="},
 		{"LOG_LEVEL", "verbose"},
@@ -148,6 +198,8 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"BODY_READ_TIMEOUT", "-1s"},
 		{"BODY_READ_TIMEOUT", "0s"},
 		{"ACCESS_LOG", "sometimes"},
+		{"TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal"},
+		{"TRUSTED_PROXIES", "10.0.0.0/40"},
 		{"USAGE_RETENTION_DAYS", "-1"},
 		{"USAGE_RETENTION_DAYS", "1.5"},
 		{"USAGE_RETENTION_DAYS", "90d"},
@@ -170,7 +222,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), tc.name) {
 				t.Errorf("error %q does not start with %s", err, tc.name)
 			}
-			if tc.name == "ENCRYPTION_KEY" && strings.Contains(err.Error(), tc.value) {
+			if (tc.name == "ENCRYPTION_KEY" || tc.name == "MANAGEMENT_TOKEN") && strings.Contains(err.Error(), tc.value) {
 				t.Errorf("error %q shows the secret value", err)
 			}
 			// A bad configuration leaves no key file behind.
@@ -217,7 +269,7 @@ func TestLoadRetentionZeroKeepsUsageForever(t *testing.T) {
 func TestHelpListsEveryVariable(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"LISTEN_ADDR", "DB_DRIVER", "DATABASE_PATH", "DATABASE_URL", "DATABASE_POOL_SIZE",
-		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "LOG_LEVEL", "BODY_READ_TIMEOUT", "ACCESS_LOG"} {
+		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "TRUSTED_PROXIES", "TLS_CERT_FILE", "TLS_KEY_FILE", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "BODY_READ_TIMEOUT", "ACCESS_LOG", "LOG_LEVEL"} {
 		if !strings.Contains(Help, name) {
 			t.Errorf("Help does not mention %s", name)
 		}

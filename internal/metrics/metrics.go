@@ -13,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metrics are the collectors one server updates.
+// Metrics are the collectors one server updates. A nil *Metrics is a valid
+// one that records nothing, so a part built without metrics (a test, a
+// tool) needs no checks of its own.
 type Metrics struct {
 	Registry *prometheus.Registry
 
@@ -60,40 +62,61 @@ func New() *Metrics {
 	return m
 }
 
-// Handler serves the registry in the Prometheus text format.
+// Handler serves the registry in the Prometheus text format (nil: an empty one).
 func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{})
+	}
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
 
 // ObserveRequest records one served request.
 func (m *Metrics) ObserveRequest(route, method string, code int, elapsed time.Duration) {
+	if m == nil {
+		return
+	}
 	m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
 	m.requestDuration.WithLabelValues(route).Observe(elapsed.Seconds())
 }
 
 // ObserveUpstream records the upstream's time to response headers.
 func (m *Metrics) ObserveUpstream(code int, elapsed time.Duration) {
+	if m == nil {
+		return
+	}
 	m.upstreamLatency.WithLabelValues(strconv.Itoa(code)).Observe(elapsed.Seconds())
 }
 
 // ObserveOverhead records a forwarded request's time in llmproxy itself.
 func (m *Metrics) ObserveOverhead(elapsed time.Duration) {
+	if m == nil {
+		return
+	}
 	m.overhead.Observe(elapsed.Seconds())
 }
 
 // ObserveAdmission counts an admission decision ("admitted" or a refusal code).
 func (m *Metrics) ObserveAdmission(result string) {
+	if m == nil {
+		return
+	}
 	m.admissions.WithLabelValues(result).Inc()
 }
 
 // GaugeFunc registers a gauge read at scrape time (queue depth, pool stats).
 func (m *Metrics) GaugeFunc(name, help string, read func() float64) {
+	if m == nil {
+		return
+	}
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, read))
 }
 
 // Middleware records every request under the route pattern that served it
 // (r.Pattern from http.ServeMux), so label cardinality stays bounded.
 func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	if m == nil {
+		return next
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
@@ -129,6 +152,9 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // DatabasePool registers the store's connection pool figures, read at scrape time.
 func (m *Metrics) DatabasePool(stats func() service.PoolStats) {
+	if m == nil {
+		return
+	}
 	gauge := func(name, help string, read func(service.PoolStats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return read(stats()) })
 	}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -43,5 +44,41 @@ func TestMiddlewareCountsByRoutePattern(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics output lacks %q", want)
 		}
+	}
+}
+
+// Every method works on a nil *Metrics and records nothing, so no caller
+// needs a check of its own. Methods are found by reflection, so a new one
+// without its nil case fails here.
+func TestNilMetricsRecordNothing(t *testing.T) {
+	t.Parallel()
+	var m *Metrics
+	v := reflect.ValueOf(m)
+	for i := range v.NumMethod() {
+		method := v.Type().Method(i)
+		args := make([]reflect.Value, method.Type.NumIn()-1)
+		for j := range args {
+			args[j] = reflect.Zero(method.Type.In(j + 1))
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("(*Metrics)(nil).%s panics: %v", method.Name, p)
+				}
+			}()
+			v.Method(i).Call(args)
+		}()
+	}
+
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	rec := httptest.NewRecorder()
+	m.Middleware(next).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != http.StatusTeapot {
+		t.Errorf("nil Middleware: status %d, want the handler's 418", rec.Code)
+	}
+	rec = httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), "llmproxy_") {
+		t.Errorf("nil Handler: %d %q, want 200 and no llmproxy metrics", rec.Code, rec.Body)
 	}
 }

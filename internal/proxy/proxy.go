@@ -43,7 +43,7 @@ type Options struct {
 	Keys     *secrets.Keys
 	Upstream *url.URL // base URL; the request path (/v1/...) is appended unchanged
 	Recorder Recorder
-	Metrics  *metrics.Metrics // nil: no metrics
+	Metrics  *metrics.Metrics // nil records nothing
 	Logger   *slog.Logger     // nil: discard
 	// Transport sends requests upstream; nil means NewTransport(Upstream).
 	Transport http.RoundTripper
@@ -302,20 +302,10 @@ func storeError(err error) *apiError {
 	return errInternal
 }
 
-func (h *Handler) observeAdmission(result string) {
-	if h.metrics != nil {
-		h.metrics.ObserveAdmission(result)
-	}
-}
+func (h *Handler) observeAdmission(result string) { h.metrics.ObserveAdmission(result) }
 
-func (h *Handler) observeOverhead(elapsed time.Duration) {
-	if h.metrics != nil {
-		h.metrics.ObserveOverhead(elapsed)
-	}
-}
+func (h *Handler) observeOverhead(elapsed time.Duration) { h.metrics.ObserveOverhead(elapsed) }
 
 func (h *Handler) observeUpstream(code int, elapsed time.Duration) {
-	if h.metrics != nil {
-		h.metrics.ObserveUpstream(code, elapsed)
-	}
+	h.metrics.ObserveUpstream(code, elapsed)
 }

@@ -21,7 +21,7 @@ func (s *server) createProject(r *http.Request) (int, any, error) {
 	if err := s.decodeChange(r, &req, manage.ActionProjectCreate, nil, nil); err != nil {
 		return 0, nil, err
 	}
-	p, err := s.Manager.CreateProject(r.Context(), actor(r), manage.ProjectInput{Name: req.Name, APIKey: req.APIKey})
+	p, err := s.Manager.CreateProject(r.Context(), s.actor(r), manage.ProjectInput{Name: req.Name, APIKey: req.APIKey})
 	if err != nil {
 		return 0, nil, err
 	}
@@ -64,7 +64,7 @@ func (s *server) updateProject(r *http.Request) (int, any, error) {
 	if err := s.decodeChange(r, &req, manage.ActionProjectUpdate, &id, nil); err != nil {
 		return 0, nil, err
 	}
-	p, err := s.Manager.UpdateProject(r.Context(), actor(r), id, manage.ProjectPatch{
+	p, err := s.Manager.UpdateProject(r.Context(), s.actor(r), id, manage.ProjectPatch{
 		Name: req.Name, APIKey: req.APIKey, IsActive: req.IsActive,
 		RevokeTokens: req.RevokeTokens != nil && *req.RevokeTokens,
 	})
@@ -79,7 +79,7 @@ func (s *server) revokeProjectTokens(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	result, err := s.Manager.RevokeProjectTokens(r.Context(), actor(r), id)
+	result, err := s.Manager.RevokeProjectTokens(r.Context(), s.actor(r), id)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -99,14 +99,14 @@ func (s *server) createToken(r *http.Request) (int, any, error) {
 	}
 	if req.ProjectID == 0 {
 		err := &manage.Error{Code: manage.CodeInvalidRequest, Message: "project_id is required"}
-		s.Manager.AuditFailure(r.Context(), actor(r), manage.ActionTokenCreate, nil, nil, err)
+		s.Manager.AuditFailure(r.Context(), s.actor(r), manage.ActionTokenCreate, nil, nil, err)
 		return 0, nil, err
 	}
 	in := manage.TokenInput{ProjectID: int64(req.ProjectID), DurationMinutes: req.DurationMinutes}
 	if req.MaxRequests != nil {
 		in.MaxRequests = *req.MaxRequests
 	}
-	created, err := s.Manager.CreateToken(r.Context(), actor(r), in)
+	created, err := s.Manager.CreateToken(r.Context(), s.actor(r), in)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -155,7 +155,7 @@ func (s *server) updateToken(r *http.Request) (int, any, error) {
 	if err := s.decodeChange(r, &req, manage.ActionTokenUpdate, nil, &id); err != nil {
 		return 0, nil, err
 	}
-	t, err := s.Manager.UpdateToken(r.Context(), actor(r), id, manage.TokenPatch{
+	t, err := s.Manager.UpdateToken(r.Context(), s.actor(r), id, manage.TokenPatch{
 		IsActive: req.IsActive, SetMaxRequests: req.MaxRequests.Set, MaxRequests: req.MaxRequests.Value,
 	})
 	if err != nil {
@@ -169,7 +169,7 @@ func (s *server) deleteToken(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := s.Manager.RevokeToken(r.Context(), actor(r), id); err != nil {
+	if err := s.Manager.RevokeToken(r.Context(), s.actor(r), id); err != nil {
 		return 0, nil, err
 	}
 	return http.StatusNoContent, nil, nil
@@ -227,7 +227,7 @@ func (s *server) usage(r *http.Request) (int, any, error) {
 func (s *server) decodeChange(r *http.Request, v any, action string, projectID, tokenID *int64) error {
 	err := decodeJSON(r, v)
 	if err != nil {
-		s.Manager.AuditFailure(r.Context(), actor(r), action, projectID, tokenID, err)
+		s.Manager.AuditFailure(r.Context(), s.actor(r), action, projectID, tokenID, err)
 	}
 	return err
 }
@@ -236,7 +236,7 @@ func (s *server) decodeChange(r *http.Request, v any, action string, projectID, 
 func (s *server) changeID(r *http.Request, object, action string) (int64, error) {
 	id, err := pathID(r, object)
 	if err != nil {
-		s.Manager.AuditFailure(r.Context(), actor(r), action, nil, nil, err)
+		s.Manager.AuditFailure(r.Context(), s.actor(r), action, nil, nil, err)
 	}
 	return id, err
 }

@@ -9,12 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/llmproxy/llmproxy/internal/authlimit"
 	"github.com/llmproxy/llmproxy/internal/manage"
 	"github.com/llmproxy/llmproxy/internal/metrics"
 	"github.com/llmproxy/llmproxy/internal/proxy"
@@ -25,6 +26,7 @@ import (
 // Codes of errors made here rather than by manage.
 const (
 	codeUnauthorized     = "unauthorized"
+	codeTooManyAttempts  = "too_many_attempts"
 	codeMethodNotAllowed = "method_not_allowed"
 	codeBodyTooLarge     = "body_too_large"
 )
@@ -34,7 +36,9 @@ const (
 const readyTimeout = 2 * time.Second
 
 // Options are the server's parts. All are required except Proxy (no /v1
-// routes without it), Admin (no /admin/ dashboard) and Logger (nil: discarded).
+// routes without it), Admin (no /admin/ dashboard), Metrics (nil: nothing
+// recorded, /metrics empty), AuthLimiter (nil: one of its own) and Logger
+// (nil: discarded).
 type Options struct {
 	Store           service.Store
 	Manager         *manage.Manager
@@ -42,7 +46,10 @@ type Options struct {
 	Proxy           http.Handler
 	Admin           http.Handler // serves every path under /admin/
 	ManagementToken string
-	Logger          *slog.Logger
+	// AuthLimiter throttles failed management authentication per client;
+	// the dashboard's login should share it. nil: one of its own.
+	AuthLimiter *authlimit.Limiter
+	Logger      *slog.Logger
 }
 
 type server struct {
@@ -63,6 +70,9 @@ type route struct {
 func New(opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.AuthLimiter == nil {
+		opts.AuthLimiter = authlimit.New(authlimit.Options{})
 	}
 	s := &server{Options: opts, managementTokenSum: sha256.Sum256([]byte(opts.ManagementToken))}
 	mux := http.NewServeMux()
@@ -132,16 +142,29 @@ func (s *server) handleMethods(mux *http.ServeMux, path string, handlers map[str
 	mux.Handle(path, notAllowed)
 }
 
-// authorize lets through requests that present the management token.
+// authorize lets through requests that present the management token. A
+// client with too many recent failures is refused whatever it presents,
+// so the token cannot be guessed at network speed.
 func (s *server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		attempt, wait := s.AuthLimiter.Begin(r)
+		if attempt == nil {
+			retry := authlimit.RetryAfter(wait)
+			w.Header().Set("Retry-After", strconv.Itoa(retry))
+			s.writeError(w, r, &manage.Error{Code: codeTooManyAttempts,
+				Message: "too many failed management authentication attempts from this address; retry in " + strconv.Itoa(retry) + " s"})
+			return
+		}
 		token, ok := secrets.BearerToken(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(token))
 		if !ok || subtle.ConstantTimeCompare(sum[:], s.managementTokenSum[:]) != 1 {
+			// Never the token tried: it may be a real secret sent to the wrong place.
+			s.Logger.Warn("management authentication failed", "client", attempt.Client, "method", r.Method, "path", r.URL.Path, "failures", attempt.Failures)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="llmproxy management"`)
 			s.writeError(w, r, &manage.Error{Code: codeUnauthorized, Message: "missing or invalid management token (Authorization: Bearer <MANAGEMENT_TOKEN>)"})
 			return
 		}
+		attempt.Succeeded()
 		next.ServeHTTP(w, r)
 	})
 }
@@ -188,6 +211,7 @@ var statuses = map[string]int{
 	manage.CodeInvalidRequest:      http.StatusBadRequest,
 	manage.CodeInvalidJSON:         http.StatusBadRequest,
 	codeUnauthorized:               http.StatusUnauthorized,
+	codeTooManyAttempts:            http.StatusTooManyRequests,
 	manage.CodeProjectInactive:     http.StatusForbidden,
 	manage.CodeNotFound:            http.StatusNotFound,
 	codeMethodNotAllowed:           http.StatusMethodNotAllowed,
@@ -234,10 +258,6 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 
 // actor names who made a management change for the audit log: the API and
 // the client's address (the one shared token identifies nobody further).
-func actor(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return "api@" + host
+func (s *server) actor(r *http.Request) string {
+	return "api@" + s.AuthLimiter.ClientAddr(r)
 }

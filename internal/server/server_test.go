@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/llmproxy/llmproxy/internal/authlimit"
 	"github.com/llmproxy/llmproxy/internal/config"
 	"github.com/llmproxy/llmproxy/internal/manage"
 	"github.com/llmproxy/llmproxy/internal/metrics"
@@ -81,14 +83,16 @@ func forEachBackend(t *testing.T, test func(t *testing.T, b backend)) {
 
 // client talks to one server over real HTTP.
 type client struct {
-	t     *testing.T
-	url   string
-	store service.Store
+	t       *testing.T
+	url     string
+	store   service.Store
+	handler http.Handler // the server's, for requests from other addresses
 }
 
 // startServer serves a fresh database of backend b, configured as serve
-// does, with wrap (if any) between the server and the store.
-func startServer(t *testing.T, b backend, wrap func(service.Store) service.Store) *client {
+// does, with wrap (if any) between the server and the store; options, if
+// any, change the server's options.
+func startServer(t *testing.T, b backend, wrap func(service.Store) service.Store, options ...func(*server.Options)) *client {
 	t.Helper()
 	vars := b.env(t)
 	vars["MANAGEMENT_TOKEN"] = managementToken
@@ -105,16 +109,20 @@ func startServer(t *testing.T, b backend, wrap func(service.Store) service.Store
 	if wrap != nil {
 		served = wrap(store)
 	}
-	handler := server.New(server.Options{
+	opts := server.Options{
 		Store:           served,
 		Manager:         manage.New(served, cfg.Keys, nil),
 		Metrics:         metrics.New(),
 		Proxy:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "proxied "+r.URL.Path) }),
 		ManagementToken: cfg.ManagementToken,
-	})
+	}
+	for _, o := range options {
+		o(&opts)
+	}
+	handler := server.New(opts)
 	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
-	return &client{t: t, url: srv.URL, store: store}
+	return &client{t: t, url: srv.URL, store: store, handler: handler}
 }
 
 // response is a finished HTTP exchange.
@@ -315,7 +323,8 @@ func (c *client) lastAudit(action, result string) auditEvent {
 func TestManagementAuth(t *testing.T) {
 	t.Parallel()
 	forEachBackend(t, func(t *testing.T, b backend) {
-		c := startServer(t, b, nil)
+		// Many failures from one address: throttling is TestManagementAuthThrottled's.
+		c := startServer(t, b, nil, func(o *server.Options) { o.AuthLimiter = authlimit.New(authlimit.Options{MaxFailures: 1000}) })
 		routes := [][2]string{
 			{"POST", "/manage/projects"}, {"GET", "/manage/projects"}, {"GET", "/manage/projects/1"},
 			{"PATCH", "/manage/projects/1"}, {"DELETE", "/manage/projects/1"}, {"POST", "/manage/projects/1/tokens/revoke"},
@@ -959,6 +968,121 @@ func TestStoreFailures(t *testing.T) {
 			}
 		})
 	})
+}
+
+// clock is a settable time.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// After 10 failed authentications in a minute, a client address is refused
+// with 429 too_many_attempts for the rest of the minute, even with the
+// right token; other addresses are not; every failure is logged without
+// the token tried.
+func TestManagementAuthThrottled(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, b backend) {
+		clk := &clock{now: time.Date(2026, 11, 23, 17, 0, 0, 0, time.UTC)}
+		var log syncBuffer
+		c := startServer(t, b, nil, func(o *server.Options) {
+			o.AuthLimiter = authlimit.New(authlimit.Options{Now: clk.Now})
+			o.Logger = slog.New(slog.NewJSONHandler(&log, nil))
+		})
+		send := func(remote, method, path, auth string) *httptest.ResponseRecorder {
+			req := httptest.NewRequest(method, path, nil)
+			req.RemoteAddr = remote
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			rec := httptest.NewRecorder()
+			c.handler.ServeHTTP(rec, req)
+			return rec
+		}
+		const attacker, other = "198.51.100.7:40000", "198.51.100.8:40000"
+		// Wrong tokens, a missing one, unknown routes and wrong methods all count.
+		for i := range 10 {
+			auth, path, method := fmt.Sprintf("Bearer guess-%d-secret", i), "/manage/projects", "GET"
+			switch i {
+			case 3:
+				auth = ""
+			case 4:
+				path = "/manage/nothing-here"
+			case 5:
+				method = "DELETE"
+			}
+			if rec := send(attacker, method, path, auth); rec.Code != http.StatusUnauthorized {
+				t.Fatalf("failure %d: %d %s, want 401", i+1, rec.Code, rec.Body)
+			}
+		}
+		clk.Advance(15 * time.Second)
+		for _, auth := range []string{"Bearer guess-10-secret", "Bearer " + managementToken} {
+			rec := send(attacker, "GET", "/manage/projects", auth)
+			wantError(t, "11th attempt with "+auth, response{rec.Code, rec.Header(), rec.Body.Bytes()}, http.StatusTooManyRequests, "too_many_attempts")
+			if got := rec.Header().Get("Retry-After"); got != "45" {
+				t.Errorf("Retry-After = %q, want 45 (the rest of the minute)", got)
+			}
+		}
+		if rec := send(other, "GET", "/manage/projects", "Bearer "+managementToken); rec.Code != http.StatusOK {
+			t.Errorf("another address with the right token: %d %s", rec.Code, rec.Body)
+		}
+		clk.Advance(44 * time.Second)
+		if rec := send(attacker, "GET", "/manage/projects", "Bearer "+managementToken); rec.Code != http.StatusTooManyRequests {
+			t.Errorf("a second before the minute ends: %d, want 429", rec.Code)
+		}
+		clk.Advance(time.Second)
+		if rec := send(attacker, "GET", "/manage/projects", "Bearer "+managementToken); rec.Code != http.StatusOK {
+			t.Errorf("once the minute has ended: %d %s, want 200", rec.Code, rec.Body)
+		}
+
+		logged := log.String()
+		if strings.Contains(logged, "guess-") || strings.Contains(logged, managementToken) {
+			t.Errorf("the log shows a token tried:\n%s", logged)
+		}
+		var failures int
+		for line := range strings.Lines(logged) {
+			var entry map[string]any
+			if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == "management authentication failed" {
+				failures++
+				if entry["level"] != "WARN" || entry["client"] != "198.51.100.7" || !strings.HasPrefix(entry["path"].(string), "/manage/") {
+					t.Errorf("failure log line %s, want WARN with client 198.51.100.7 and the path", line)
+				}
+			}
+		}
+		if failures != 10 {
+			t.Errorf("%d failures logged, want 10:\n%s", failures, logged)
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent logging.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // The client's message hides the cause; the log line of a failed request
