@@ -111,12 +111,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if cfg.AccessLog {
 		accessLog = log
 	}
-	proxyHandler := proxy.New(proxy.Options{
-		Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
-		BodyReadTimeout: cfg.BodyReadTimeout, AccessLog: accessLog,
-	})
 	// One limit for both ways of presenting the management token.
 	authLimiter := authlimit.New(authlimit.Options{TrustedProxies: cfg.TrustedProxies})
+	proxyHandler := proxy.New(proxy.Options{
+		Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
+		BodyReadTimeout: cfg.BodyReadTimeout, AccessLog: accessLog, ClientAddr: authLimiter.ClientAddr,
+	})
 	handler := server.New(server.Options{
 		Store:   store,
 		Manager: manager,

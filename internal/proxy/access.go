@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 )
@@ -25,8 +26,9 @@ func (h *Handler) logAccess(r *http.Request, x *exchange) {
 	if h.accessLog == nil {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 9)
+	attrs := make([]slog.Attr, 0, 10)
 	attrs = append(attrs,
+		slog.String("client", h.clientAddr(r)),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.Int("status", x.status),
@@ -45,4 +47,13 @@ func (h *Handler) logAccess(r *http.Request, x *exchange) {
 		attrs = append(attrs, slog.String("request_id", x.requestID))
 	}
 	h.accessLog.LogAttrs(context.WithoutCancel(r.Context()), slog.LevelInfo, "access", attrs...)
+}
+
+// peerAddr is the request's TCP peer, without its port.
+func peerAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

@@ -401,7 +401,7 @@ func TestAccessLog(t *testing.T) {
 		}
 		ok, refused := lines[0], lines[1]
 		want := map[string]any{
-			"level": "INFO", "msg": "access", "method": "POST", "path": "/v1/chat/completions", "status": 200.0,
+			"level": "INFO", "msg": "access", "client": "127.0.0.1", "method": "POST", "path": "/v1/chat/completions", "status": 200.0,
 			"upstream_status": 200.0, "token_id": float64(tok.ID), "project_id": float64(tok.ProjectID), "model": "gpt-test",
 		}
 		for k, v := range want {

@@ -54,6 +54,9 @@ type Options struct {
 	BodyReadTimeout time.Duration
 	// AccessLog, when not nil, gets one line per request (access.go).
 	AccessLog *slog.Logger
+	// ClientAddr names a request's client in the access log (behind a
+	// trusted proxy, from X-Forwarded-For); nil: the TCP peer.
+	ClientAddr func(*http.Request) string
 }
 
 // NewTransport is the default transport to the upstream at base. A plain
@@ -94,6 +97,7 @@ type Handler struct {
 	maxBody    int64
 	bodyWait   time.Duration
 	accessLog  *slog.Logger // nil: none
+	clientAddr func(*http.Request) string
 
 	// The upstream base, split once: scheme, host, and path without a
 	// trailing slash, decoded and escaped.
@@ -118,6 +122,7 @@ func New(opts Options) *Handler {
 		maxBody:        opts.MaxRequestBytes,
 		bodyWait:       opts.BodyReadTimeout,
 		accessLog:      opts.AccessLog,
+		clientAddr:     opts.ClientAddr,
 		scheme:         opts.Upstream.Scheme,
 		host:           opts.Upstream.Host,
 		basePath:       strings.TrimSuffix(opts.Upstream.Path, "/"),
@@ -138,6 +143,9 @@ func New(opts Options) *Handler {
 	}
 	if h.bodyWait <= 0 {
 		h.bodyWait = DefaultBodyReadTimeout
+	}
+	if h.clientAddr == nil {
+		h.clientAddr = peerAddr
 	}
 	return h
 }
