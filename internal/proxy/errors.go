@@ -44,6 +44,12 @@ var (
 		"The request body is too large.")
 	errBadBody = newAPIError(http.StatusBadRequest, "invalid_request_error", "invalid_request",
 		"The request body could not be read.")
+	// Parsers disagree on which of two values wins, so the model recorded
+	// could differ from the one the upstream serves.
+	errDuplicateModel = newAPIError(http.StatusBadRequest, "invalid_request_error", "invalid_request",
+		`The request body has the key "model" more than once; send it once.`)
+	errDuplicateStream = newAPIError(http.StatusBadRequest, "invalid_request_error", "invalid_request",
+		`The request body has the key "stream" more than once; send it once.`)
 	errUpstreamUnavailable = newAPIError(http.StatusBadGateway, "api_error", "upstream_unavailable",
 		"The upstream API could not be reached.")
 	errDatabaseUnavailable = newAPIError(http.StatusServiceUnavailable, "api_error", "database_unavailable",

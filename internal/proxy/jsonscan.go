@@ -7,28 +7,28 @@ import (
 )
 
 // jsonScan reads the few members the proxy wants from a JSON document in
-// one pass that also checks the whole document's syntax, with the result
-// encoding/json.Unmarshal would give into a struct of those members.
-// Unmarshal checks the syntax in one pass and then decodes every member
-// by reflection in another, which on every request and answer cost four to
-// five times as much (docs/performance.md).
+// one pass that also checks the whole document's syntax. It reads them as
+// a JSON parser does that the upstream and the SDKs use (Python's json,
+// JSON.parse): keys match exactly once their escapes are undone, and of
+// a key given twice the last wins. Decoding whole documents instead cost
+// four to five times as much on every request and answer
+// (docs/performance.md).
 type jsonScan struct {
-	data    []byte
-	pos     int
-	depth   int
-	bad     bool // the document is not JSON
-	typeErr bool // a member read has another type than the one wanted
+	data  []byte
+	pos   int
+	depth int
+	bad   bool // the document is not JSON
 
 	escapedRaw, escapedKey []byte // the last key with escapes, and undone
 }
 
-// maxJSONDepth is encoding/json's nesting limit; a deeper document is invalid.
+// maxJSONDepth is the nesting limit of encoding/json and jsontext; a
+// deeper document is invalid.
 const maxJSONDepth = 10000
 
 // document reads s.data and hands each member of its top-level object to
 // visit, which must read the member's value. It reports whether the
-// document is an object (or null, which leaves a struct as it was); s.bad
-// tells whether it is JSON at all.
+// document is an object; s.bad tells whether it is JSON at all.
 func (s *jsonScan) document(visit func(key []byte)) (object bool) {
 	first := s.peek()
 	if first == '{' {
@@ -39,7 +39,7 @@ func (s *jsonScan) document(visit func(key []byte)) (object bool) {
 	if s.peek() != 0 || s.pos < len(s.data) {
 		s.fail() // something after the value
 	}
-	return first == '{' || first == 'n'
+	return first == '{'
 }
 
 func (s *jsonScan) fail() {
@@ -242,11 +242,10 @@ func (s *jsonScan) number() []byte {
 	return lit
 }
 
-// keyIs reports whether a raw key names field, matched as encoding/json
-// matches keys to fields: escapes undone, case folded.
+// keyIs reports whether a raw key is field once its escapes are undone.
 func (s *jsonScan) keyIs(raw []byte, field string) bool {
 	if bytes.IndexByte(raw, '\\') < 0 {
-		return bytes.EqualFold(raw, []byte(field))
+		return string(raw) == field
 	}
 	// A key is compared with several fields: undo its escapes once.
 	if len(s.escapedRaw) != len(raw) || &s.escapedRaw[0] != &raw[0] {
@@ -254,7 +253,7 @@ func (s *jsonScan) keyIs(raw []byte, field string) bool {
 		json.Unmarshal(s.quoted(raw), &key) // valid: str checked it
 		s.escapedRaw, s.escapedKey = raw, []byte(key)
 	}
-	return bytes.EqualFold(s.escapedKey, []byte(field))
+	return string(s.escapedKey) == field
 }
 
 // quoted returns raw, the contents of a string s just read, with its quotes.
@@ -263,65 +262,43 @@ func (s *jsonScan) quoted(raw []byte) []byte {
 	return s.data[start : start+len(raw)+2]
 }
 
-// readString reads a member into dst: a string sets it, null leaves it,
-// anything else is a type error.
+// readString reads a member into dst: a string sets it, any other value
+// (null included) leaves it empty, as a later duplicate replaces an
+// earlier one.
 func (s *jsonScan) readString(dst *string) {
-	switch s.peek() {
-	case '"':
-		raw := s.str()
-		if s.bad {
-			return
-		}
-		if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
-			*dst = string(raw)
-			return
-		}
-		// Escapes, or bytes that become U+FFFD: rare enough for Unmarshal.
-		json.Unmarshal(s.quoted(raw), dst)
-	case 'n':
-		s.literal("null")
-	default:
-		s.typeErr = true
+	if s.peek() != '"' {
+		*dst = ""
 		s.skipValue()
+		return
 	}
+	raw := s.str()
+	if s.bad {
+		return
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		*dst = string(raw)
+		return
+	}
+	// Escapes, or bytes that become U+FFFD: rare enough for Unmarshal.
+	json.Unmarshal(s.quoted(raw), dst)
 }
 
 // readBool reads a member into dst as readString does a string.
 func (s *jsonScan) readBool(dst *bool) {
-	switch s.peek() {
-	case 't':
-		s.literal("true")
-		*dst = true
-	case 'f':
-		s.literal("false")
-		*dst = false
-	case 'n':
-		s.literal("null")
-	default:
-		s.typeErr = true
-		s.skipValue()
-	}
+	*dst = s.peek() == 't'
+	s.skipValue()
 }
 
 // readInt64 reads a member into dst as readString does a string; a number
-// that is not an int64 (a fraction, an exponent, too large) is a type error.
+// that is not an int64 (a fraction, an exponent, too large) leaves it 0.
 func (s *jsonScan) readInt64(dst *int64) {
-	switch c := s.peek(); {
-	case c == '-' || isDigit(c):
-		lit := s.number()
-		if s.bad {
-			return
-		}
-		if n, ok := parseInt64(lit); ok {
-			*dst = n
-		} else {
-			s.typeErr = true
-		}
-	case c == 'n':
-		s.literal("null")
-	default:
-		s.typeErr = true
+	*dst = 0
+	if c := s.peek(); c != '-' && !isDigit(c) {
 		s.skipValue()
+		return
+	}
+	if n, ok := parseInt64(s.number()); ok && !s.bad {
+		*dst = n
 	}
 }
 
@@ -356,21 +333,94 @@ func parseInt64(lit []byte) (int64, bool) {
 }
 
 // readObject reads a member into *dst, a pointer to a struct: an object
-// fills it (allocated if nil) through visit, null sets it nil,
-// anything else is a type error.
+// fills it afresh through visit, any other value sets it nil.
 func readObject[T any](s *jsonScan, dst **T, visit func(v *T, key []byte)) {
-	switch s.peek() {
-	case '{':
-		if *dst == nil {
-			*dst = new(T)
-		}
-		v := *dst
-		s.object(func(key []byte) { visit(v, key) })
-	case 'n':
-		s.literal("null")
+	if s.peek() != '{' {
 		*dst = nil
+		s.skipValue()
+		return
+	}
+	if *dst == nil {
+		*dst = new(T)
+	} else {
+		var zero T
+		**dst = zero
+	}
+	v := *dst
+	s.object(func(key []byte) { visit(v, key) })
+}
+
+// parseJSONRequest is parseRequest for a JSON body.
+func parseJSONRequest(body []byte) (requestFields, *apiError) {
+	var f requestFields
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return f, nil
+	}
+	var models, streams int
+	s := jsonScan{data: trimmed}
+	s.document(func(key []byte) {
+		switch {
+		case s.keyIs(key, "model"):
+			models++
+			s.readString(&f.Model)
+		case s.keyIs(key, "stream"):
+			streams++
+			s.readBool(&f.Stream)
+		default:
+			s.skipValue()
+		}
+	})
+	switch {
+	case s.bad:
+		return requestFields{}, nil
+	case models > 1:
+		return requestFields{}, errDuplicateModel
+	case streams > 1:
+		return requestFields{}, errDuplicateStream
+	}
+	f.Model = clipModel(f.Model)
+	return f, nil
+}
+
+// scanResponseUsage reads doc's model and usage; ok is false unless doc
+// is a JSON object.
+func scanResponseUsage(doc []byte) (r responseUsage, ok bool) {
+	s := jsonScan{data: doc}
+	object := s.document(func(key []byte) {
+		if s.keyIs(key, "response") {
+			readObject(&s, &r.Response, s.readModelUsage)
+		} else {
+			s.readModelUsage(&r.modelUsage, key)
+		}
+	})
+	return r, object && !s.bad
+}
+
+func (s *jsonScan) readModelUsage(m *modelUsage, key []byte) {
+	switch {
+	case s.keyIs(key, "model"):
+		s.readString(&m.Model)
+	case s.keyIs(key, "usage"):
+		readObject(s, &m.Usage, s.readTokenCounts)
 	default:
-		s.typeErr = true
+		s.skipValue()
+	}
+}
+
+func (s *jsonScan) readTokenCounts(c *tokenCounts, key []byte) {
+	switch {
+	case s.keyIs(key, "prompt_tokens"):
+		s.readInt64(&c.PromptTokens)
+	case s.keyIs(key, "completion_tokens"):
+		s.readInt64(&c.CompletionTokens)
+	case s.keyIs(key, "input_tokens"):
+		s.readInt64(&c.InputTokens)
+	case s.keyIs(key, "output_tokens"):
+		s.readInt64(&c.OutputTokens)
+	case s.keyIs(key, "total_tokens"):
+		s.readInt64(&c.TotalTokens)
+	default:
 		s.skipValue()
 	}
 }

@@ -1,82 +1,158 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
-// The scanner must give what encoding/json gives; these are the struct
-// shapes it replaced, decoded by encoding/json, to compare with.
-type (
-	requestFieldsJSON struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
-	}
-	tokenCountsJSON struct {
-		PromptTokens     int64 `json:"prompt_tokens"`
-		CompletionTokens int64 `json:"completion_tokens"`
-		InputTokens      int64 `json:"input_tokens"`
-		OutputTokens     int64 `json:"output_tokens"`
-		TotalTokens      int64 `json:"total_tokens"`
-	}
-	responseUsageJSON struct {
-		Model    string           `json:"model"`
-		Usage    *tokenCountsJSON `json:"usage"`
-		Response *struct {
-			Model string           `json:"model"`
-			Usage *tokenCountsJSON `json:"usage"`
-		} `json:"response"`
-	}
-)
+// The rules for reading a JSON document, restated on jsontext (the
+// go-json-experiment decoder, strict about syntax) to compare with: a
+// member's name is its key with escapes undone, matched exactly; of a name
+// given twice the last value wins; a value of another type than the one
+// wanted counts as absent. A request naming model or stream twice at its
+// top level is refused. Invalid UTF-8 is read as U+FFFD, as encoding/json
+// and Python do, so such a body still names its model.
+var refOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
 
-func (c *tokenCountsJSON) scanned() *tokenCounts {
-	if c == nil {
-		return nil
-	}
-	return &tokenCounts{c.PromptTokens, c.CompletionTokens, c.InputTokens, c.OutputTokens, c.TotalTokens}
+// refObject is an object's members, the last of each name, and how often
+// each name appears.
+type refObject struct {
+	members map[string]jsontext.Value
+	count   map[string]int
 }
 
-// checkLikeUnmarshal fails t unless the scanner reads doc as json.Unmarshal does.
-func checkLikeUnmarshal(t *testing.T, doc []byte) {
+// refRead reads doc: valid reports whether it is JSON, and obj is nil
+// unless it is an object.
+func refRead(doc []byte) (valid bool, obj *refObject) {
+	dec := jsontext.NewDecoder(bytes.NewReader(doc), refOptions...)
+	if dec.PeekKind() != '{' {
+		if _, err := dec.ReadValue(); err != nil {
+			return false, nil
+		}
+		_, err := dec.ReadToken()
+		return err == io.EOF, nil
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return false, nil
+	}
+	o := &refObject{members: map[string]jsontext.Value{}, count: map[string]int{}}
+	for dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return false, nil
+		}
+		key := name.String()
+		value, err := dec.ReadValue()
+		if err != nil {
+			return false, nil
+		}
+		o.members[key] = value.Clone()
+		o.count[key]++
+	}
+	if _, err := dec.ReadToken(); err != nil { // '}'
+		return false, nil
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return false, nil
+	}
+	return true, o
+}
+
+func (o *refObject) str(name string) string {
+	v := o.members[name]
+	if v.Kind() != '"' {
+		return ""
+	}
+	tok, err := jsontext.NewDecoder(bytes.NewReader(v), refOptions...).ReadToken()
+	if err != nil {
+		panic(err) // read once already
+	}
+	return tok.String()
+}
+
+func (o *refObject) object(name string) *refObject {
+	_, obj := refRead(o.members[name])
+	return obj
+}
+
+func (o *refObject) int64(name string) int64 {
+	n, err := strconv.ParseInt(string(o.members[name]), 10, 64)
+	if err != nil {
+		return 0 // not an integer literal that fits
+	}
+	return n
+}
+
+func refRequest(body []byte) (requestFields, *apiError) {
+	valid, o := refRead(body)
+	switch {
+	case !valid || o == nil:
+		return requestFields{}, nil
+	case o.count["model"] > 1:
+		return requestFields{}, errDuplicateModel
+	case o.count["stream"] > 1:
+		return requestFields{}, errDuplicateStream
+	}
+	return requestFields{Model: clipModel(o.str("model")), Stream: o.members["stream"].Kind() == 't'}, nil
+}
+
+func refResponseUsage(doc []byte) (r responseUsage, ok bool) {
+	valid, o := refRead(doc)
+	if !valid || o == nil {
+		return r, false
+	}
+	r.modelUsage = refModelUsage(o)
+	if response := o.object("response"); response != nil {
+		m := refModelUsage(response)
+		r.Response = &m
+	}
+	return r, true
+}
+
+func refModelUsage(o *refObject) modelUsage {
+	m := modelUsage{Model: o.str("model")}
+	if u := o.object("usage"); u != nil {
+		m.Usage = &tokenCounts{
+			PromptTokens: u.int64("prompt_tokens"), CompletionTokens: u.int64("completion_tokens"),
+			InputTokens: u.int64("input_tokens"), OutputTokens: u.int64("output_tokens"),
+			TotalTokens: u.int64("total_tokens"),
+		}
+	}
+	return m
+}
+
+// checkRules fails t unless the proxy reads doc as the rules say.
+func checkRules(t *testing.T, doc []byte) {
 	t.Helper()
+	valid, obj := refRead(doc)
+	if stdValid := json.Valid(doc); valid != stdValid {
+		t.Fatalf("%q: jsontext says valid %v, encoding/json %v", doc, valid, stdValid)
+	}
 	s := jsonScan{data: doc}
 	object := s.document(func([]byte) { s.skipValue() })
-	if valid := json.Valid(doc); s.bad == valid {
-		t.Fatalf("%q: scanner says valid %v, encoding/json %v", doc, !s.bad, valid)
-	}
-	var v any
-	if json.Unmarshal(doc, &v) == nil {
-		if _, isObject := v.(map[string]any); object != (isObject || v == nil) {
-			t.Fatalf("%q: scanner says object %v, encoding/json %T", doc, object, v)
-		}
+	if s.bad == valid || valid && object != (obj != nil) {
+		t.Fatalf("%q: scanner says valid %v, object %v; rules %v, %v", doc, !s.bad, object, valid, obj != nil)
 	}
 
-	var want responseUsageJSON
-	wantOK := json.Unmarshal(doc, &want) == nil
+	gotFields, gotErr := parseJSONRequest(doc)
+	wantFields, wantErr := refRequest(doc)
+	if gotFields != wantFields || gotErr != wantErr {
+		t.Fatalf("%q: parseJSONRequest %+v, %v; rules %+v, %v", doc, gotFields, gotErr, wantFields, wantErr)
+	}
+
 	got, gotOK := scanResponseUsage(doc)
-	if gotOK != wantOK {
-		t.Fatalf("%q: scanResponseUsage ok %v, Unmarshal ok %v", doc, gotOK, wantOK)
-	}
-	if gotOK {
-		if got.Model != want.Model || !equalCounts(got.Usage, want.Usage.scanned()) {
-			t.Fatalf("%q: scanned %+v %+v, Unmarshal %+v %+v", doc, got.Model, got.Usage, want.Model, want.Usage)
-		}
-		if (got.Response == nil) != (want.Response == nil) {
-			t.Fatalf("%q: scanned response %+v, Unmarshal %+v", doc, got.Response, want.Response)
-		}
-		if got.Response != nil && (got.Response.Model != want.Response.Model || !equalCounts(got.Response.Usage, want.Response.Usage.scanned())) {
-			t.Fatalf("%q: scanned response %+v, Unmarshal %+v", doc, got.Response, want.Response)
-		}
-	}
-
-	if trimmed := strings.TrimLeft(string(doc), " \t\r\n"); strings.HasPrefix(trimmed, "{") {
-		var wantReq requestFieldsJSON
-		json.Unmarshal(doc, &wantReq)
-		wantReq.Model = clipModel(wantReq.Model)
-		if got := parseRequest(doc); got != requestFields(wantReq) {
-			t.Fatalf("%q: parseRequest %+v, Unmarshal %+v", doc, got, wantReq)
-		}
+	want, wantOK := refResponseUsage(doc)
+	if gotOK != wantOK || gotOK && (got.Model != want.Model || !equalCounts(got.Usage, want.Usage) ||
+		(got.Response == nil) != (want.Response == nil) ||
+		got.Response != nil && (got.Response.Model != want.Response.Model || !equalCounts(got.Response.Usage, want.Response.Usage))) {
+		t.Fatalf("%q: scanResponseUsage %v %+v %+v %+v; rules %v %+v %+v %+v",
+			doc, gotOK, got.Model, got.Usage, got.Response, wantOK, want.Model, want.Usage, want.Response)
 	}
 }
 
@@ -84,14 +160,26 @@ func equalCounts(a, b *tokenCounts) bool {
 	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
-var jsonScanSeeds = []string{
+var jsonRuleSeeds = []string{
 	`{"model":"gpt-4o","usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}`,
 	`{"type":"response.completed","response":{"model":"gpt-4.1","usage":{"input_tokens":5,"output_tokens":7}}}`,
 	`{"Model":"m","USAGE":{"Prompt_Tokens":1}}`,
+	`{"model":"gpt-4o","MODEL":"cheap"}`,
+	`{"model":"gpt-4o","model":"cheap"}`,
+	`{"model":"gpt-4o","mod\u0065l":"cheap"}`,
+	`{"stream":false,"\u0073tream":true,"model":"m"}`,
+	`{"model":"m","messages":[{"model":"x","model":"y"}],"metadata":{"stream":1,"stream":2}}`,
+	`{"model":"m","messages":[],"messages":[]}`,
 	`{"mod\u0065l":"a\u00e9\ud800","usage":null}`,
+	`{"mod\ud800el":"x","model\u0000":"y"}`,
 	`{"model":"\xff\xfe","usage":{"total_tokens":-0}}`,
+	`{"model` + "\xff" + `":"x"}`,
 	`{"usage":{"prompt_tokens":1},"usage":{"completion_tokens":2}}`,
 	`{"usage":{"prompt_tokens":1},"usage":null}`,
+	`{"usage":{"prompt_tokens":"x"},"usage":{"prompt_tokens":5}}`,
+	`{"usage":{"prompt_tokens":5,"prompt_tokens":null}}`,
+	`{"model":"a","model":null}`,
+	`{"response":{"model":"a"},"response":{"usage":{"input_tokens":3}}}`,
 	`{"usage":{"prompt_tokens":1.5}}`,
 	`{"usage":{"prompt_tokens":1e3}}`,
 	`{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":-9223372036854775808}}`,
@@ -105,12 +193,13 @@ var jsonScanSeeds = []string{
 	`{"a":1,}`, `{"a"}`, `{"a":01}`, `[1,]`, `{"a":"\u12g4"}`, `{"a":"` + "\x01" + `"}`, `{"a":tru}`, `{"a":-}`,
 	`{} {}`, `{}` + "\x00", `1E1000`, ` {"k\u212a":1} `, `null`, `[]`, `"s"`, `12`, `true`, ``, ` `,
 	`{"model":"m"`, `{"usage":{"total_tokens":1}`, `{"x":"\"usage\": {"}`,
+	`{"model":"a","model":"b",`, `{"model":"a","model":"b"} x`,
 }
 
-func TestScannerLikeUnmarshal(t *testing.T) {
+func TestScannerFollowsRules(t *testing.T) {
 	t.Parallel()
-	for _, doc := range jsonScanSeeds {
-		checkLikeUnmarshal(t, []byte(doc))
+	for _, doc := range jsonRuleSeeds {
+		checkRules(t, []byte(doc))
 	}
 }
 
@@ -120,16 +209,33 @@ func TestScannerDepthLimit(t *testing.T) {
 		for _, open := range []string{"[", `{"a":`} {
 			closing := map[string]string{"[": "]", `{"a":`: "}"}[open]
 			doc := `{"x":` + strings.Repeat(open, depth-1) + "1" + strings.Repeat(closing, depth-1) + "}"
-			checkLikeUnmarshal(t, []byte(doc))
+			checkRules(t, []byte(doc))
 		}
 	}
 }
 
-func FuzzScannerLikeUnmarshal(f *testing.F) {
-	for _, doc := range jsonScanSeeds {
+// TestScannerEscapedKeys reads a document of many escaped keys, each
+// undone once however many fields it is compared with, and one wanted key
+// among them.
+func TestScannerEscapedKeys(t *testing.T) {
+	t.Parallel()
+	var doc strings.Builder
+	doc.WriteString(`{`)
+	for i := range 20000 {
+		doc.WriteString(`"\u006d\u006f\u0064\u0065\u006c` + strconv.Itoa(i) + `":{"\u0075sage":1},`)
+	}
+	doc.WriteString(`"mod\u0065l":"m","\u0075sage":{"total_\u0074okens":3}}`)
+	checkRules(t, []byte(doc.String()))
+	if r, ok := scanResponseUsage([]byte(doc.String())); !ok || r.Model != "m" || r.Usage == nil || r.Usage.TotalTokens != 3 {
+		t.Errorf("scanResponseUsage = %+v %+v, %v", r.Model, r.Usage, ok)
+	}
+}
+
+func FuzzScannerFollowsRules(f *testing.F) {
+	for _, doc := range jsonRuleSeeds {
 		f.Add([]byte(doc))
 	}
-	f.Fuzz(checkLikeUnmarshal)
+	f.Fuzz(checkRules)
 }
 
 func TestParseInt64(t *testing.T) {
