@@ -73,7 +73,7 @@ type usageResult struct {
 // (the request's comes first), and its usage, the last one seen winning
 // (streams report it at the end).
 func (u *usageResult) add(doc []byte) {
-	r, ok := scanResponseUsage(doc)
+	r, ok := readResponseUsage(doc)
 	if !ok {
 		return
 	}

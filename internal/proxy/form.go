@@ -15,7 +15,8 @@ import (
 const maxFormValueBytes = maxModelLen + 1
 
 func isMultipartForm(contentType string) bool {
-	return mediaType(contentType) == "multipart/form-data"
+	t, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(t), "multipart/form-data")
 }
 
 // parseForm reads the model and stream fields of a multipart/form-data body

@@ -3,77 +3,57 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/go-json-experiment/json/jsontext"
 )
 
-// The rules for reading a JSON document, restated on jsontext (the
-// go-json-experiment decoder, strict about syntax) to compare with: a
-// member's name is its key with escapes undone, matched exactly; of a name
-// given twice the last value wins; a value of another type than the one
-// wanted counts as absent. A request naming model or stream twice at its
-// top level is refused. Invalid UTF-8 is read as U+FFFD, as encoding/json
-// and Python do, so such a body still names its model.
-var refOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+// The rules for reading a JSON document, restated on encoding/json to
+// compare jsondoc.go (on jsontext) with: a member's name is its key with
+// escapes undone, matched exactly; of a name given twice the last value
+// wins; a value of another type than the one wanted counts as absent. A
+// request naming model or stream twice at its top level is refused.
+// Invalid UTF-8 reads as U+FFFD, as encoding/json and Python read it, so
+// such a body still names its model.
 
 // refObject is an object's members, the last of each name, and how often
 // each name appears.
 type refObject struct {
-	members map[string]jsontext.Value
+	members map[string]json.RawMessage
 	count   map[string]int
 }
 
 // refRead reads doc: valid reports whether it is JSON, and obj is nil
 // unless it is an object.
 func refRead(doc []byte) (valid bool, obj *refObject) {
-	dec := jsontext.NewDecoder(bytes.NewReader(doc), refOptions...)
-	if dec.PeekKind() != '{' {
-		if _, err := dec.ReadValue(); err != nil {
-			return false, nil
-		}
-		_, err := dec.ReadToken()
-		return err == io.EOF, nil
-	}
-	if _, err := dec.ReadToken(); err != nil {
+	if !json.Valid(doc) {
 		return false, nil
 	}
-	o := &refObject{members: map[string]jsontext.Value{}, count: map[string]int{}}
-	for dec.PeekKind() == '"' {
-		name, err := dec.ReadToken()
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return true, nil
+	}
+	o := &refObject{members: map[string]json.RawMessage{}, count: map[string]int{}}
+	for dec.More() {
+		name, err := dec.Token()
 		if err != nil {
-			return false, nil
+			panic(err) // doc is valid
 		}
-		key := name.String()
-		value, err := dec.ReadValue()
-		if err != nil {
-			return false, nil
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			panic(err)
 		}
-		o.members[key] = value.Clone()
-		o.count[key]++
-	}
-	if _, err := dec.ReadToken(); err != nil { // '}'
-		return false, nil
-	}
-	if _, err := dec.ReadToken(); err != io.EOF {
-		return false, nil
+		o.members[name.(string)] = value
+		o.count[name.(string)]++
 	}
 	return true, o
 }
 
-func (o *refObject) str(name string) string {
-	v := o.members[name]
-	if v.Kind() != '"' {
-		return ""
+func (o *refObject) str(name string) (s string) {
+	if v := o.members[name]; len(v) > 0 && v[0] == '"' {
+		json.Unmarshal(v, &s)
 	}
-	tok, err := jsontext.NewDecoder(bytes.NewReader(v), refOptions...).ReadToken()
-	if err != nil {
-		panic(err) // read once already
-	}
-	return tok.String()
+	return s
 }
 
 func (o *refObject) object(name string) *refObject {
@@ -99,7 +79,7 @@ func refRequest(body []byte) (requestFields, *apiError) {
 	case o.count["stream"] > 1:
 		return requestFields{}, errDuplicateStream
 	}
-	return requestFields{Model: clipModel(o.str("model")), Stream: o.members["stream"].Kind() == 't'}, nil
+	return requestFields{Model: clipModel(o.str("model")), Stream: string(o.members["stream"]) == "true"}, nil
 }
 
 func refResponseUsage(doc []byte) (r responseUsage, ok bool) {
@@ -130,28 +110,18 @@ func refModelUsage(o *refObject) modelUsage {
 // checkRules fails t unless the proxy reads doc as the rules say.
 func checkRules(t *testing.T, doc []byte) {
 	t.Helper()
-	valid, obj := refRead(doc)
-	if stdValid := json.Valid(doc); valid != stdValid {
-		t.Fatalf("%q: jsontext says valid %v, encoding/json %v", doc, valid, stdValid)
-	}
-	s := jsonScan{data: doc}
-	object := s.document(func([]byte) { s.skipValue() })
-	if s.bad == valid || valid && object != (obj != nil) {
-		t.Fatalf("%q: scanner says valid %v, object %v; rules %v, %v", doc, !s.bad, object, valid, obj != nil)
-	}
-
 	gotFields, gotErr := parseJSONRequest(doc)
 	wantFields, wantErr := refRequest(doc)
 	if gotFields != wantFields || gotErr != wantErr {
 		t.Fatalf("%q: parseJSONRequest %+v, %v; rules %+v, %v", doc, gotFields, gotErr, wantFields, wantErr)
 	}
 
-	got, gotOK := scanResponseUsage(doc)
+	got, gotOK := readResponseUsage(doc)
 	want, wantOK := refResponseUsage(doc)
 	if gotOK != wantOK || gotOK && (got.Model != want.Model || !equalCounts(got.Usage, want.Usage) ||
 		(got.Response == nil) != (want.Response == nil) ||
 		got.Response != nil && (got.Response.Model != want.Response.Model || !equalCounts(got.Response.Usage, want.Response.Usage))) {
-		t.Fatalf("%q: scanResponseUsage %v %+v %+v %+v; rules %v %+v %+v %+v",
+		t.Fatalf("%q: readResponseUsage %v %+v %+v %+v; rules %v %+v %+v %+v",
 			doc, gotOK, got.Model, got.Usage, got.Response, wantOK, want.Model, want.Usage, want.Response)
 	}
 }
@@ -196,15 +166,16 @@ var jsonRuleSeeds = []string{
 	`{"model":"a","model":"b",`, `{"model":"a","model":"b"} x`,
 }
 
-func TestScannerFollowsRules(t *testing.T) {
+func TestJSONRules(t *testing.T) {
 	t.Parallel()
 	for _, doc := range jsonRuleSeeds {
 		checkRules(t, []byte(doc))
 	}
 }
 
-func TestScannerDepthLimit(t *testing.T) {
+func TestJSONDepthLimit(t *testing.T) {
 	t.Parallel()
+	const maxJSONDepth = 10000 // encoding/json's and jsontext's nesting limit
 	for _, depth := range []int{maxJSONDepth, maxJSONDepth + 1} {
 		for _, open := range []string{"[", `{"a":`} {
 			closing := map[string]string{"[": "]", `{"a":`: "}"}[open]
@@ -214,10 +185,10 @@ func TestScannerDepthLimit(t *testing.T) {
 	}
 }
 
-// TestScannerEscapedKeys reads a document of many escaped keys, each
-// undone once however many fields it is compared with, and one wanted key
-// among them.
-func TestScannerEscapedKeys(t *testing.T) {
+// TestJSONEscapedKeys reads a document of many escaped keys, each undone
+// once however many fields it is compared with (no set of names is kept:
+// duplicates are allowed), and the wanted keys among them.
+func TestJSONEscapedKeys(t *testing.T) {
 	t.Parallel()
 	var doc strings.Builder
 	doc.WriteString(`{`)
@@ -226,33 +197,16 @@ func TestScannerEscapedKeys(t *testing.T) {
 	}
 	doc.WriteString(`"mod\u0065l":"m","\u0075sage":{"total_\u0074okens":3}}`)
 	checkRules(t, []byte(doc.String()))
-	if r, ok := scanResponseUsage([]byte(doc.String())); !ok || r.Model != "m" || r.Usage == nil || r.Usage.TotalTokens != 3 {
-		t.Errorf("scanResponseUsage = %+v %+v, %v", r.Model, r.Usage, ok)
+	if r, ok := readResponseUsage([]byte(doc.String())); !ok || r.Model != "m" || r.Usage == nil || r.Usage.TotalTokens != 3 {
+		t.Errorf("readResponseUsage = %+v %+v, %v", r.Model, r.Usage, ok)
 	}
 }
 
-func FuzzScannerFollowsRules(f *testing.F) {
+func FuzzJSONRules(f *testing.F) {
 	for _, doc := range jsonRuleSeeds {
 		f.Add([]byte(doc))
 	}
 	f.Fuzz(checkRules)
-}
-
-func TestParseInt64(t *testing.T) {
-	t.Parallel()
-	for lit, want := range map[string]int64{
-		"0": 0, "-0": 0, "7": 7, "-12": -12,
-		"9223372036854775807": 1<<63 - 1, "-9223372036854775808": -1 << 63,
-	} {
-		if got, ok := parseInt64([]byte(lit)); !ok || got != want {
-			t.Errorf("parseInt64(%s) = %d, %v; want %d", lit, got, ok, want)
-		}
-	}
-	for _, lit := range []string{"", "-", "1.0", "1e2", "9223372036854775808", "-9223372036854775809", "99999999999999999999"} {
-		if got, ok := parseInt64([]byte(lit)); ok {
-			t.Errorf("parseInt64(%s) = %d, want a failure", lit, got)
-		}
-	}
 }
 
 // BenchmarkResponseUsage decodes a Chat Completions answer as the proxy
