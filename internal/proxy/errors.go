@@ -59,6 +59,12 @@ var (
 		"The request body could not be read.", final)
 	errBadPath = newAPIError(http.StatusBadRequest, "invalid_request_error", "invalid_request",
 		"The request path has a '.' or '..' segment (plain or percent-encoded) or an encoded '/' or '\\'.", final)
+	// Parsers disagree on which of two values wins, so the model recorded
+	// could differ from the one the upstream serves.
+	errDuplicateModel = newAPIError(http.StatusBadRequest, "invalid_request_error", "invalid_request",
+		`The request body has the key "model" more than once; send it once.`, final)
+	errDuplicateStream = newAPIError(http.StatusBadRequest, "invalid_request_error", "invalid_request",
+		`The request body has the key "stream" more than once; send it once.`, final)
 	// A stalled body may be the network's fault: the SDKs may retry it.
 	errBodyTimeout = newAPIError(http.StatusRequestTimeout, "invalid_request_error", "request_timeout",
 		"The request body did not arrive in time.", transient)

@@ -15,32 +15,19 @@ type requestFields struct {
 	Stream bool
 }
 
-// parseRequest reads "model" and "stream" from a JSON request body as
-// json.Unmarshal would. Any other body (not JSON, multipart) gives zero
-// values, and a field of the wrong type is left zero: the upstream, not
-// the proxy, judges requests.
-func parseRequest(body []byte) requestFields {
-	var f requestFields
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return f
+// parseRequest reads "model" and "stream" from a request body as the
+// upstream reads them: from a JSON object, keys matched exactly once their
+// escapes are undone, or from a multipart/form-data body's form fields. A
+// field of the wrong type is left zero, and a body that is neither (not
+// JSON, a malformed form) gives zero values: the upstream, not the proxy,
+// judges requests. The one refusal is a body that names model or stream
+// twice, which parsers resolve differently (first or last wins), so the
+// model recorded could differ from the one served.
+func parseRequest(contentType string, body []byte) (requestFields, *apiError) {
+	if isMultipartForm(contentType) {
+		return parseForm(contentType, body)
 	}
-	s := jsonScan{data: trimmed}
-	s.document(func(key []byte) {
-		switch {
-		case s.keyIs(key, "model"):
-			s.readString(&f.Model)
-		case s.keyIs(key, "stream"):
-			s.readBool(&f.Stream)
-		default:
-			s.skipValue()
-		}
-	})
-	if s.bad {
-		return requestFields{}
-	}
-	f.Model = clipModel(f.Model)
-	return f
+	return parseJSONRequest(body)
 }
 
 // clipModel shortens s to maxModelLen bytes without splitting a character.
@@ -76,48 +63,6 @@ type responseUsage struct {
 	Response *modelUsage
 }
 
-// scanResponseUsage reads doc into r as json.Unmarshal would; ok is false
-// where Unmarshal would return an error.
-func scanResponseUsage(doc []byte) (r responseUsage, ok bool) {
-	s := jsonScan{data: doc}
-	object := s.document(func(key []byte) {
-		if s.keyIs(key, "response") {
-			readObject(&s, &r.Response, s.readModelUsage)
-		} else {
-			s.readModelUsage(&r.modelUsage, key)
-		}
-	})
-	return r, object && !s.bad && !s.typeErr
-}
-
-func (s *jsonScan) readModelUsage(m *modelUsage, key []byte) {
-	switch {
-	case s.keyIs(key, "model"):
-		s.readString(&m.Model)
-	case s.keyIs(key, "usage"):
-		readObject(s, &m.Usage, s.readTokenCounts)
-	default:
-		s.skipValue()
-	}
-}
-
-func (s *jsonScan) readTokenCounts(c *tokenCounts, key []byte) {
-	switch {
-	case s.keyIs(key, "prompt_tokens"):
-		s.readInt64(&c.PromptTokens)
-	case s.keyIs(key, "completion_tokens"):
-		s.readInt64(&c.CompletionTokens)
-	case s.keyIs(key, "input_tokens"):
-		s.readInt64(&c.InputTokens)
-	case s.keyIs(key, "output_tokens"):
-		s.readInt64(&c.OutputTokens)
-	case s.keyIs(key, "total_tokens"):
-		s.readInt64(&c.TotalTokens)
-	default:
-		s.skipValue()
-	}
-}
-
 // usageResult is the model to record and the token counts a response reported.
 type usageResult struct {
 	model                     string
@@ -128,7 +73,7 @@ type usageResult struct {
 // (the request's comes first), and its usage, the last one seen winning
 // (streams report it at the end).
 func (u *usageResult) add(doc []byte) {
-	r, ok := scanResponseUsage(doc)
+	r, ok := readResponseUsage(doc)
 	if !ok {
 		return
 	}

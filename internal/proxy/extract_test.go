@@ -5,7 +5,11 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -17,22 +21,46 @@ func TestParseRequest(t *testing.T) {
 	for _, c := range []struct {
 		name, body string
 		want       requestFields
+		err        *apiError
 	}{
-		{"Chat", `{"model":"gpt-4o","messages":[]}`, requestFields{Model: "gpt-4o"}},
-		{"Stream", ` {"stream":true,"model":"m"}`, requestFields{Model: "m", Stream: true}},
-		{"NoModel", `{"input":"x"}`, requestFields{}},
-		{"Empty", ``, requestFields{}},
-		{"NotJSON", `model=gpt-4o`, requestFields{}},
-		{"Array", `[{"model":"m"}]`, requestFields{}},
-		{"Truncated", `{"model":"m","messages":[`, requestFields{}},
-		{"ModelNotAString", `{"model":42,"stream":true}`, requestFields{Stream: true}},
-		{"StreamNotABool", `{"model":"m","stream":"yes"}`, requestFields{Model: "m"}},
-		{"LongModelClippedOnACharacter", `{"model":"` + long + `"}`, requestFields{Model: long[:maxModelLen]}},
+		{"Chat", `{"model":"gpt-4o","messages":[]}`, requestFields{Model: "gpt-4o"}, nil},
+		{"Stream", ` {"stream":true,"model":"m"}`, requestFields{Model: "m", Stream: true}, nil},
+		{"NoModel", `{"input":"x"}`, requestFields{}, nil},
+		{"Empty", ``, requestFields{}, nil},
+		{"NotJSON", `model=gpt-4o`, requestFields{}, nil},
+		{"Array", `[{"model":"m"}]`, requestFields{}, nil},
+		{"Truncated", `{"model":"m","messages":[`, requestFields{}, nil},
+		{"ModelNotAString", `{"model":42,"stream":true}`, requestFields{Stream: true}, nil},
+		{"StreamNotABool", `{"model":"m","stream":"yes"}`, requestFields{Model: "m"}, nil},
+		{"LongModelClippedOnACharacter", `{"model":"` + long + `"}`, requestFields{Model: long[:maxModelLen]}, nil},
+		// Keys are matched exactly, as the upstream's parser does.
+		{"KeyCaseMatters", `{"model":"gpt-4o","Stream":true}`, requestFields{Model: "gpt-4o"}, nil},
+		{"OnlyOtherCase", `{"Model":"cheap"}`, requestFields{}, nil},
+		{"KelvinSignIsNotK", `{"model":"m","\u212aey":1,"ſtream":true}`, requestFields{Model: "m"}, nil},
+		{"EscapedKey", `{"mod\u0065l":"gpt-4o","\u0073tream":true}`, requestFields{Model: "gpt-4o", Stream: true}, nil},
+		{"EscapedValue", `{"model":"gpt\u002d4o\/x"}`, requestFields{Model: "gpt-4o/x"}, nil},
+		{"NullModel", `{"model":null}`, requestFields{}, nil},
+		// Twice at the top level: refused, whatever the spelling or values.
+		{"DuplicateModel", `{"model":"gpt-4o","model":"cheap"}`, requestFields{}, errDuplicateModel},
+		// A Go upstream folds case: there, these name the model twice.
+		{"DuplicateModelInOtherCase", `{"model":"gpt-4o","MODEL":"cheap"}`, requestFields{}, errDuplicateModel},
+		{"DuplicateStreamFolded", `{"model":"m","STREAM":true,"ſtream":false}`, requestFields{}, errDuplicateStream},
+		{"DuplicateModelEscaped", `{"model":"gpt-4o","messages":[],"mod\u0065l":"cheap"}`, requestFields{}, errDuplicateModel},
+		{"DuplicateModelSameValue", `{"model":"m","model":"m"}`, requestFields{}, errDuplicateModel},
+		{"DuplicateModelNull", `{"model":"m","model":null}`, requestFields{}, errDuplicateModel},
+		{"DuplicateStream", `{"model":"m","stream":false,"stream":true}`, requestFields{}, errDuplicateStream},
+		// Nested duplicates and other keys twice are the upstream's to judge.
+		{"NestedDuplicates", `{"model":"m","messages":[{"model":"a","model":"b"}],"metadata":{"stream":1,"stream":2}}`, requestFields{Model: "m"}, nil},
+		{"OtherKeyTwice", `{"model":"m","messages":[],"messages":[]}`, requestFields{Model: "m"}, nil},
+		// Invalid JSON is forwarded with nothing read, duplicate or not.
+		{"DuplicateInInvalidJSON", `{"model":"a","model":"b",`, requestFields{}, nil},
+		{"DuplicateThenGarbage", `{"model":"a","model":"b"} x`, requestFields{}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			if got := parseRequest([]byte(c.body)); got != c.want {
-				t.Errorf("parseRequest(%s) = %+v, want %+v", c.body, got, c.want)
+			got, err := parseRequest("application/json", []byte(c.body))
+			if got != c.want || err != c.err {
+				t.Errorf("parseRequest(%s) = %+v, %v; want %+v, %v", c.body, got, err, c.want, c.err)
 			}
 		})
 	}
@@ -47,12 +75,12 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"a\u00e9\ud800"}`), strings.Repeat("ü", 150), true)
 	f.Fuzz(func(t *testing.T, body []byte, model string, stream bool) {
 		// Any body: no panic, a bounded model, nothing from invalid JSON.
-		got := parseRequest(body)
+		got, apiErr := parseRequest("application/json", body)
 		if len(got.Model) > maxModelLen {
 			t.Fatalf("model of %d bytes, limit %d", len(got.Model), maxModelLen)
 		}
-		if !json.Valid(body) && got != (requestFields{}) {
-			t.Fatalf("parseRequest(%q) = %+v from invalid JSON", body, got)
+		if !json.Valid(body) && (got != (requestFields{}) || apiErr != nil) {
+			t.Fatalf("parseRequest(%q) = %+v, %v from invalid JSON", body, got, apiErr)
 		}
 
 		// A body an SDK would send: the fields come back, clipped.
@@ -61,12 +89,148 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatal(err)
 		}
 		model = string([]rune(model)) // each invalid byte becomes U+FFFD, as Marshal sends it
-		got = parseRequest(sent)
-		if want := (requestFields{Model: clipModel(model), Stream: stream}); got != want {
-			t.Fatalf("parseRequest(%s) = %+v, want %+v", sent, got, want)
+		got, apiErr = parseRequest("application/json", sent)
+		if want := (requestFields{Model: clipModel(model), Stream: stream}); got != want || apiErr != nil {
+			t.Fatalf("parseRequest(%s) = %+v, %v; want %+v", sent, got, apiErr, want)
 		}
 		if !utf8.ValidString(got.Model) {
 			t.Fatalf("clipping split a character: %q", got.Model)
+		}
+	})
+}
+
+// form builds a multipart/form-data body as an SDK sends an audio
+// transcription, with parts given as name, value pairs; a name
+// "file:<name>" makes a file part.
+func form(t testing.TB, pairs ...string) (contentType string, body []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for i := 0; i < len(pairs); i += 2 {
+		var w io.Writer
+		var err error
+		if name, ok := strings.CutPrefix(pairs[i], "file:"); ok {
+			w, err = mw.CreateFormFile(name, "audio.mp3")
+		} else {
+			w, err = mw.CreateFormField(pairs[i])
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, pairs[i+1])
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return mw.FormDataContentType(), buf.Bytes()
+}
+
+func TestParseForm(t *testing.T) {
+	t.Parallel()
+	audio := strings.Repeat("\xff\xfb\x90\x00ID3", 50000) // 350 kB of "audio"
+	long := strings.Repeat("é", maxModelLen)
+	for _, c := range []struct {
+		name  string
+		pairs []string
+		want  requestFields
+		err   *apiError
+	}{
+		{"Transcription", []string{"file:file", audio, "model", "whisper-1", "response_format", "json"}, requestFields{Model: "whisper-1"}, nil},
+		{"ModelBeforeFile", []string{"model", "gpt-4o-transcribe", "stream", "true", "file:file", audio}, requestFields{Model: "gpt-4o-transcribe", Stream: true}, nil},
+		{"StreamFalse", []string{"model", "m", "stream", "false"}, requestFields{Model: "m"}, nil},
+		{"NoModel", []string{"file:file", audio}, requestFields{}, nil},
+		{"NameCaseMatters", []string{"model", "m", "Model", "cheap"}, requestFields{Model: "m"}, nil},
+		{"LongModelClipped", []string{"model", long + "tail"}, requestFields{Model: long[:maxModelLen]}, nil},
+		{"InvalidUTF8", []string{"model", "gpt\xff"}, requestFields{Model: "gpt\uFFFD"}, nil},
+		{"FileNamedModel", []string{"file:model", "gpt-4o"}, requestFields{}, nil},
+		{"DuplicateModel", []string{"model", "gpt-4o", "file:file", audio, "model", "cheap"}, requestFields{}, errDuplicateModel},
+		{"DuplicateModelOneAFile", []string{"model", "gpt-4o", "file:model", "cheap"}, requestFields{}, errDuplicateModel},
+		{"DuplicateStream", []string{"model", "m", "stream", "false", "stream", "true"}, requestFields{}, errDuplicateStream},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			contentType, body := form(t, c.pairs...)
+			got, err := parseRequest(contentType, body)
+			if got != c.want || err != c.err {
+				t.Errorf("parseRequest = %+v, %v; want %+v, %v", got, err, c.want, c.err)
+			}
+		})
+	}
+}
+
+func TestParseFormMalformed(t *testing.T) {
+	t.Parallel()
+	contentType, body := form(t, "model", "whisper-1", "file:file", "audio")
+	for _, c := range []struct{ name, contentType, body string }{
+		{"NoBoundary", "multipart/form-data", string(body)},
+		{"OtherBoundary", "multipart/form-data; boundary=other", string(body)},
+		{"BadContentType", "multipart/form-data; boundary", string(body)},
+		{"NoClosingBoundary", contentType, strings.TrimSuffix(string(body), "--\r\n")},
+		{"CutInAPart", contentType, string(body[:len(body)-20])},
+		{"CutInTheModel", contentType, string(body[:bytes.Index(body, []byte("whisper"))+3])},
+		{"JSONBody", contentType, `{"model":"gpt-4o"}`},
+		{"Empty", contentType, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			// Malformed: forwarded with nothing read, for the upstream to judge.
+			if got, err := parseRequest(c.contentType, []byte(c.body)); got != (requestFields{}) || err != nil {
+				t.Errorf("parseRequest = %+v, %v; want nothing", got, err)
+			}
+		})
+	}
+	// The same body, well formed, is read.
+	if got, err := parseRequest(contentType, body); got.Model != "whisper-1" || err != nil {
+		t.Errorf("parseRequest = %+v, %v; want whisper-1", got, err)
+	}
+}
+
+// FuzzParseForm compares parseForm with mime/multipart's ReadForm, which
+// lists every value of a name.
+func FuzzParseForm(f *testing.F) {
+	for _, pairs := range [][]string{
+		{"model", "whisper-1", "file:file", "abc"},
+		{"model", "a", "model", "b"},
+		{"stream", "true", "file:model", "x"},
+	} {
+		contentType, body := form(f, pairs...)
+		_, params, _ := mime.ParseMediaType(contentType)
+		f.Add(body, params["boundary"])
+	}
+	f.Fuzz(func(t *testing.T, body []byte, boundary string) {
+		contentType := mime.FormatMediaType("multipart/form-data", map[string]string{"boundary": boundary})
+		if contentType == "" {
+			return
+		}
+		got, apiErr := parseRequest(contentType, body)
+		if len(got.Model) > maxModelLen || !utf8.ValidString(got.Model) {
+			t.Fatalf("model %q: too long or not UTF-8", got.Model)
+		}
+		mf, err := multipart.NewReader(bytes.NewReader(body), boundary).ReadForm(1 << 20)
+		if err != nil {
+			if got != (requestFields{}) || apiErr != nil {
+				t.Fatalf("ReadForm: %v; parseRequest = %+v, %v", err, got, apiErr)
+			}
+			return
+		}
+		defer mf.RemoveAll()
+		want := requestFields{}
+		var wantErr *apiError
+		switch {
+		case len(mf.Value["model"])+len(mf.File["model"]) > 1:
+			wantErr = errDuplicateModel
+		case len(mf.Value["stream"])+len(mf.File["stream"]) > 1:
+			wantErr = errDuplicateStream
+		default:
+			if v := mf.Value["model"]; len(v) == 1 {
+				want.Model = clipModel(strings.ToValidUTF8(v[0], "\uFFFD"))
+			}
+			if v := mf.Value["stream"]; len(v) == 1 {
+				want.Stream, _ = strconv.ParseBool(v[0])
+			}
+		}
+		if got != want || apiErr != wantErr {
+			t.Fatalf("parseRequest = %+v, %v; ReadForm says %+v, %v", got, apiErr, want, wantErr)
 		}
 	})
 }
@@ -256,7 +420,7 @@ func BenchmarkParseRequest(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if parseRequest(body).Model != "gpt-4o" {
+		if f, _ := parseRequest("application/json", body); f.Model != "gpt-4o" {
 			b.Fatal("no model")
 		}
 	}

@@ -180,6 +180,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, x, apiErr, nil)
 		return
 	}
+	// Parsed before admission too: a body refused for naming its model
+	// twice is not counted.
+	fields, apiErr := parseRequest(r.Header.Get("Content-Type"), body)
+	if apiErr != nil {
+		h.refuse(w, r, x, apiErr, nil)
+		return
+	}
 	token, project, err := h.admit(ctx, secretHash)
 	if err != nil {
 		h.refuse(w, r, x, storeError(err), err)
@@ -193,7 +200,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.observeAdmission("admitted")
 
-	fields := parseRequest(body)
 	ev := &service.UsageEventCreateParams{
 		TokenID:   token.ID,
 		ProjectID: token.ProjectID,
