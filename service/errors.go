@@ -20,6 +20,8 @@ var (
 	ErrProjectInactive = errors.New("project inactive")
 	// ErrUnavailable means the database could not be reached; callers may retry.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrNotImplemented is a Store method this backend cannot provide.
+	ErrNotImplemented = errors.New("not implemented by this database backend")
 )
 
 // AdmitOrExplain runs admit, a backend's atomic admission statement for n

@@ -94,7 +94,7 @@ type RevokeResult struct {
 }
 
 // UsageDaily is the usage of one token with one model on one UTC day, summed
-// from the raw usage events that pruning rolled up (see UsagePruner).
+// from the raw usage events that pruning rolled up (see Store.UsagePrune).
 type UsageDaily struct {
 	Day              time.Time // the UTC midnight starting the day
 	ProjectID        int64

@@ -43,7 +43,7 @@ const renewAhead = service.AdmissionLease / 4
 // settleTimeout bounds settling a token's reservations.
 const settleTimeout = 10 * time.Second
 
-// admissionQueue admits requests through a service.TokenAdmitter and
+// admissionQueue admits requests through service.Store.TokenAdmitByHash and
 // coalesces the requests of one token that arrive while a statement for it
 // is running into the next statement, which admits them all at once
 // (request_count + n). A busy token so costs one database statement per
@@ -67,7 +67,7 @@ const settleTimeout = 10 * time.Second
 // are counted waits for them to be given back and tries again, so that the
 // limit also admits every request it has room for.
 type admissionQueue struct {
-	admitter service.TokenAdmitter
+	admitter service.Store
 	log      *slog.Logger
 
 	mu       sync.Mutex
@@ -113,7 +113,7 @@ type admissionBatch struct {
 
 // newAdmissionQueue starts the queue's sweeper, which gives back the
 // reservations of ended leases; Close stops it.
-func newAdmissionQueue(admitter service.TokenAdmitter, log *slog.Logger) *admissionQueue {
+func newAdmissionQueue(admitter service.Store, log *slog.Logger) *admissionQueue {
 	q := &admissionQueue{
 		admitter: admitter,
 		log:      log,

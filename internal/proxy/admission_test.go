@@ -12,11 +12,12 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-// gatedAdmitter is a service.TokenAdmitter with one token whose statements
+// gatedAdmitter is a service.Store that admits one token, whose statements
 // wait for the test to open the gate, so that requests pile up behind one.
 type gatedAdmitter struct {
-	gate    chan struct{} // each statement takes one value before it runs
-	started chan int64    // each statement's n, sent as it starts
+	service.Store               // nil: only admission is used
+	gate          chan struct{} // each statement takes one value before it runs
+	started       chan int64    // each statement's n, sent as it starts
 
 	mu       sync.Mutex
 	count    int64 // requests admitted by statements

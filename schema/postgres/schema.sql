@@ -76,7 +76,7 @@ CREATE INDEX audit_events_project_id_idx ON audit_events (project_id, id) WHERE 
 
 -- Usage rolled up per UTC day, project, token and model. Raw usage_events
 -- past the retention are added here and deleted in the same transaction
--- (service.UsagePruner), so every request is counted in exactly one of the
+-- (service.Store.UsagePrune), so every request is counted in exactly one of the
 -- two tables. model sorts bytewise ("C"), as in SQLite, so both backends
 -- list, page and checksum the rows in the same order.
 CREATE TABLE usage_daily (

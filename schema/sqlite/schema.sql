@@ -80,7 +80,7 @@ CREATE INDEX audit_events_project_id_idx ON audit_events (project_id, id) WHERE 
 
 -- Usage rolled up per UTC day, project, token and model. Raw usage_events
 -- past the retention are added here and deleted in the same transaction
--- (service.UsagePruner), so every request is counted in exactly one of the
+-- (service.Store.UsagePrune), so every request is counted in exactly one of the
 -- two tables. day is the unix milliseconds of the UTC midnight starting it.
 CREATE TABLE usage_daily (
   day               INTEGER NOT NULL,

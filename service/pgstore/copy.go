@@ -11,8 +11,6 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-var _ service.BulkStore = (*Store)(nil)
-
 func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*service.Project, error) {
 	rows, err := s.q.ProjectDump(ctx, s.db, &pgdb.ProjectDumpParams{AfterID: p.AfterID, MaxRows: p.MaxRows()})
 	if err != nil {
@@ -172,6 +170,12 @@ func (s *Store) AuditInsertFullMany(ctx context.Context, rows []*service.AuditEv
 			CreatedAt: r.CreatedAt,
 		}
 	})
+}
+
+// Backup is not this store's: PostgreSQL is backed up with pg_dump, which
+// runs beside the server, not through a client connection.
+func (s *Store) Backup(context.Context, string) error {
+	return fmt.Errorf("postgres: backup: %w; use pg_dump", service.ErrNotImplemented)
 }
 
 // copyFrom converts rows into one backing array and copies them in.

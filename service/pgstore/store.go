@@ -25,10 +25,7 @@ func init() {
 	})
 }
 
-var (
-	_ service.Store         = (*Store)(nil)
-	_ service.TokenAdmitter = (*Store)(nil)
-)
+var _ service.Store = (*Store)(nil)
 
 // Defaults for the pool settings a Config leaves at zero (the configuration contract's).
 const (
@@ -499,8 +496,6 @@ func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*servi
 	}
 	return &totals, nil
 }
-
-var _ service.UsagePruner = (*Store)(nil)
 
 // UsagePrune rolls up each batch in a transaction of its own. Another
 // pruner's batch is skipped, not waited for (UsageDeleteBefore), and

@@ -24,20 +24,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestUsagePruner(t *testing.T) {
-	t.Parallel()
-	storetest.RunUsagePruner(t, func(t *testing.T) service.Store {
-		return openStore(t, migratedDatabase(t))
-	})
-}
-
-func TestTokenAdmitter(t *testing.T) {
-	t.Parallel()
-	storetest.RunTokenAdmitter(t, func(t *testing.T) service.Store {
-		return openStore(t, migratedDatabase(t))
-	})
-}
-
 func TestOpenMigratesEmptyDatabase(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
@@ -140,4 +126,13 @@ func closedPort(t *testing.T) int {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	return port
+}
+
+func TestBackupIsNotImplemented(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, migratedDatabase(t))
+	err := s.Backup(t.Context(), t.TempDir()+"/backup")
+	if !errors.Is(err, service.ErrNotImplemented) || !strings.Contains(err.Error(), "pg_dump") {
+		t.Errorf("Backup = %v, want ErrNotImplemented naming pg_dump", err)
+	}
 }

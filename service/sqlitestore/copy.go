@@ -15,11 +15,6 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-var (
-	_ service.BulkStore = (*Store)(nil)
-	_ service.Backuper  = (*Store)(nil)
-)
-
 func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*service.Project, error) {
 	rows, err := s.q.ProjectDump(ctx, s.reads(), &sqlitedb.ProjectDumpParams{AfterID: p.AfterID, MaxRows: p.MaxRows()})
 	if err != nil {

@@ -28,10 +28,7 @@ func init() {
 	})
 }
 
-var (
-	_ service.Store         = (*Store)(nil)
-	_ service.TokenAdmitter = (*Store)(nil)
-)
+var _ service.Store = (*Store)(nil)
 
 // Connection parameters. Every connection needs foreign_keys and busy_timeout
 // (both are per connection); journal_mode is stored in the file, so the

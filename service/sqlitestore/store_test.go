@@ -25,20 +25,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestUsagePruner(t *testing.T) {
-	t.Parallel()
-	storetest.RunUsagePruner(t, func(t *testing.T) service.Store {
-		return openStore(t, filepath.Join(t.TempDir(), "test.db"))
-	})
-}
-
-func TestTokenAdmitter(t *testing.T) {
-	t.Parallel()
-	storetest.RunTokenAdmitter(t, func(t *testing.T) service.Store {
-		return openStore(t, filepath.Join(t.TempDir(), "test.db"))
-	})
-}
-
 func openStore(t testing.TB, path string) *sqlitestore.Store {
 	t.Helper()
 	s, err := sqlitestore.Open(context.Background(), service.Config{SQLitePath: path})

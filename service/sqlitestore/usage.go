@@ -135,8 +135,6 @@ func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*
 	return &totals, nil
 }
 
-var _ service.UsagePruner = (*Store)(nil)
-
 // UsagePrune rolls up each batch in a write transaction of its own, so the
 // writer connection is free between batches for the usage recorder and
 // admissions.

@@ -10,32 +10,9 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-// admitter is what the TokenAdmitByHash tests need of a backend.
-type admitter interface {
-	service.Store
-	service.TokenAdmitter
-}
-
-// RunTokenAdmitter runs the tests of service.TokenAdmitter, an optional
-// interface the Store suite cannot reach, against the stores newStore
-// returns (as for Run); they must implement service.TokenAdmitter.
-func RunTokenAdmitter(t *testing.T, newStore func(t *testing.T) service.Store) {
-	for _, c := range append(tokenAdmitByHashCases, admissionLeaseCases...) {
-		t.Run("TokenAdmitByHash/"+c.name, func(t *testing.T) {
-			t.Parallel()
-			s := newStore(t)
-			a, ok := s.(admitter)
-			if !ok {
-				t.Fatalf("%T does not implement service.TokenAdmitter", s)
-			}
-			c.run(t, a)
-		})
-	}
-}
-
 // admitByHash admits tok through its secret hash and checks that what comes
 // back is the token and project as stored after the admission.
-func admitByHash(t *testing.T, s admitter, tok *service.Token) *service.Token {
+func admitByHash(t *testing.T, s service.Store, tok *service.Token) *service.Token {
 	t.Helper()
 	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
 	if err != nil {
@@ -48,7 +25,7 @@ func admitByHash(t *testing.T, s admitter, tok *service.Token) *service.Token {
 
 // refuseByHash checks that admitting tok through its hash fails with want
 // and returns neither a token nor a project.
-func refuseByHash(t *testing.T, s admitter, tok *service.Token, want error) {
+func refuseByHash(t *testing.T, s service.Store, tok *service.Token, want error) {
 	t.Helper()
 	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
 	requireErrorIs(t, "TokenAdmitByHash", err, want)
@@ -57,11 +34,8 @@ func refuseByHash(t *testing.T, s admitter, tok *service.Token, want error) {
 	}
 }
 
-var tokenAdmitByHashCases = []struct {
-	name string
-	run  func(t *testing.T, s admitter)
-}{
-	{"CountsOneRequestAndReturnsProject", func(t *testing.T, s admitter) {
+var tokenAdmitByHashCases = []storeCase{
+	{"CountsOneRequestAndReturnsProject", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(5))
 		for want := int64(1); want <= 2; want++ {
 			got := admitByHash(t, s, tok)
@@ -74,7 +48,7 @@ var tokenAdmitByHashCases = []struct {
 			assertRecent(t, "LastUsedAt", *got.LastUsedAt)
 		}
 	}},
-	{"AdmitsOnlyTheTokenWithThatHash", func(t *testing.T, s admitter) {
+	{"AdmitsOnlyTheTokenWithThatHash", func(t *testing.T, s service.Store) {
 		p := newProject(t, s)
 		tok := newToken(t, s, p.ID)
 		other := newToken(t, s, newProject(t, s).ID)
@@ -82,21 +56,21 @@ var tokenAdmitByHashCases = []struct {
 		assertRequestCount(t, s, tok.ID, 1)
 		assertRequestCount(t, s, other.ID, 0)
 	}},
-	{"RefusesRevokedToken", func(t *testing.T, s admitter) {
+	{"RefusesRevokedToken", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID)
 		admitByHash(t, s, tok)
 		setTokenActive(t, s, tok.ID, false)
 		refuseByHash(t, s, tok, service.ErrTokenRevoked)
 		assertRequestCount(t, s, tok.ID, 1)
 	}},
-	{"RefusesExpiredToken", func(t *testing.T, s admitter) {
+	{"RefusesExpiredToken", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID, withExpiresAt(time.Now().Add(-time.Hour)))
 		refuseByHash(t, s, tok, service.ErrTokenExpired)
 		if got := getToken(t, s, tok.ID); got.RequestCount != 0 || got.LastUsedAt != nil {
 			t.Errorf("refused admission left RequestCount %d, LastUsedAt %s", got.RequestCount, show(got.LastUsedAt))
 		}
 	}},
-	{"RefusesWhenLimitReached", func(t *testing.T, s admitter) {
+	{"RefusesWhenLimitReached", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(2))
 		admitByHash(t, s, tok)
 		admitByHash(t, s, tok)
@@ -105,7 +79,7 @@ var tokenAdmitByHashCases = []struct {
 		}
 		assertRequestCount(t, s, tok.ID, 2)
 	}},
-	{"RefusesWhenProjectInactive", func(t *testing.T, s admitter) {
+	{"RefusesWhenProjectInactive", func(t *testing.T, s service.Store) {
 		p := newProject(t, s)
 		tok := newToken(t, s, p.ID)
 		setProjectActive(t, s, p.ID, false)
@@ -116,7 +90,7 @@ var tokenAdmitByHashCases = []struct {
 		admitByHash(t, s, tok)
 		assertRequestCount(t, s, tok.ID, 1)
 	}},
-	{"ReportsRefusalsInAdmissionRefusalOrder", func(t *testing.T, s admitter) {
+	{"ReportsRefusalsInAdmissionRefusalOrder", func(t *testing.T, s service.Store) {
 		p := newProject(t, s)
 		expired := newToken(t, s, p.ID, withExpiresAt(time.Now().Add(-time.Hour)))
 		usedUp := newToken(t, s, p.ID, withMaxRequests(1))
@@ -133,19 +107,19 @@ var tokenAdmitByHashCases = []struct {
 		setProjectActive(t, s, p.ID, true)
 		refuseByHash(t, s, usedUp, service.ErrLimitReached)
 	}},
-	{"UnknownHashIsNotFound", func(t *testing.T, s admitter) {
+	{"UnknownHashIsNotFound", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID)
 		unknown := &service.Token{ID: tok.ID + 1000, SecretHash: randomBytes(32)}
 		refuseByHash(t, s, unknown, service.ErrNotFound)
 		assertRequestCount(t, s, tok.ID, 0)
 	}},
-	{"CountsExactlyToLimitUnderConcurrency", func(t *testing.T, s admitter) {
+	{"CountsExactlyToLimitUnderConcurrency", func(t *testing.T, s service.Store) {
 		admitConcurrently(t, s, "TokenAdmitByHash", func(tok *service.Token) (int64, error) {
 			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
 			return 1, err
 		})
 	}},
-	{"AdmitsSeveralAtOnce", func(t *testing.T, s admitter) {
+	{"AdmitsSeveralAtOnce", func(t *testing.T, s service.Store) {
 		limited := newToken(t, s, newProject(t, s).ID, withMaxRequests(5))
 		unlimited := newToken(t, s, newProject(t, s).ID)
 		for _, c := range []struct {
@@ -164,7 +138,7 @@ var tokenAdmitByHashCases = []struct {
 			assertProjectEqual(t, project, getProject(t, s, c.tok.ProjectID))
 		}
 	}},
-	{"AdmitsAllOrNoneAndSaysHowManyAreLeft", func(t *testing.T, s admitter) {
+	{"AdmitsAllOrNoneAndSaysHowManyAreLeft", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(5))
 		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3, 0); err != nil {
 			t.Fatal(err)
@@ -186,7 +160,7 @@ var tokenAdmitByHashCases = []struct {
 		}
 		assertRequestCount(t, s, tok.ID, 5)
 	}},
-	{"RefusesSeveralLikeOne", func(t *testing.T, s admitter) {
+	{"RefusesSeveralLikeOne", func(t *testing.T, s service.Store) {
 		p := newProject(t, s)
 		revoked := newToken(t, s, p.ID, withMaxRequests(2))
 		setTokenActive(t, s, revoked.ID, false)
@@ -200,7 +174,7 @@ var tokenAdmitByHashCases = []struct {
 			assertRequestCount(t, s, c.tok.ID, 0)
 		}
 	}},
-	{"RefusesFewerThanOne", func(t *testing.T, s admitter) {
+	{"RefusesFewerThanOne", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID)
 		for _, c := range [][2]int64{{0, 0}, {-1, 0}, {-1, 2}, {2, -1}} {
 			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, c[0], c[1])
@@ -213,7 +187,7 @@ var tokenAdmitByHashCases = []struct {
 			t.Fatalf("TokenAdmitByHash(n=0, reserve=3) = %+v, %v; want RequestCount 3, RequestsReserved 3", got, err)
 		}
 	}},
-	{"CountsExactlyToLimitAdmittingSeveralConcurrently", func(t *testing.T, s admitter) {
+	{"CountsExactlyToLimitAdmittingSeveralConcurrently", func(t *testing.T, s service.Store) {
 		admitConcurrently(t, s, "TokenAdmitByHash(n>1)", func(tok *service.Token) (int64, error) {
 			n := rand.Int64N(5) + 1
 			for {

@@ -9,13 +9,10 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-// admissionLeaseCases test TokenAdmitByHash's reserve, TokenSettleReserved
-// and that changes restricting admission outlast the leases granted before.
-var admissionLeaseCases = []struct {
-	name string
-	run  func(t *testing.T, s admitter)
-}{
-	{"ReservesForTokenWithoutLimit", func(t *testing.T, s admitter) {
+// admissionLeaseCases test TokenAdmitByHash's reserve and that changes
+// restricting admission outlast the leases granted before.
+var admissionLeaseCases = []storeCase{
+	{"ReservesForTokenWithoutLimit", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID)
 		got, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 2, 5)
 		if err != nil {
@@ -26,7 +23,7 @@ var admissionLeaseCases = []struct {
 		}
 		assertTokenEqual(t, got, getToken(t, s, tok.ID))
 	}},
-	{"LimitCountsReservations", func(t *testing.T, s admitter) {
+	{"LimitCountsReservations", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(10))
 		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 2, 5); err != nil {
 			t.Fatalf("TokenAdmitByHash(n=2, reserve=5) under a limit of 10: %v", err)
@@ -53,41 +50,13 @@ var admissionLeaseCases = []struct {
 			t.Errorf("admitting the 4 given back: %v", err)
 		}
 	}},
-	{"RefusesNegativeReserve", func(t *testing.T, s admitter) {
+	{"RefusesNegativeReserve", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID)
 		_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, -1)
 		requireErrorIs(t, "TokenAdmitByHash(reserve=-1)", err, service.ErrInvalid)
 		assertRequestCount(t, s, tok.ID, 0)
 	}},
-	{"SettlesReserved", func(t *testing.T, s admitter) {
-		tok := newToken(t, s, newProject(t, s).ID)
-		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 9); err != nil {
-			t.Fatalf("TokenAdmitByHash(n=1, reserve=9): %v", err)
-		}
-		if err := s.TokenSettleReserved(t.Context(), tok.ID, 4, 3); err != nil {
-			t.Fatalf("TokenSettleReserved(4 reserved, 3 unused): %v", err)
-		}
-		assertTokenCounts := func(count, reserved int64) {
-			t.Helper()
-			if got := getToken(t, s, tok.ID); got.RequestCount != count || got.RequestsReserved != reserved {
-				t.Errorf("RequestCount %d, RequestsReserved %d; want %d, %d", got.RequestCount, got.RequestsReserved, count, reserved)
-			}
-		}
-		assertTokenCounts(7, 5)
-		// 5 reserved: not 6; and never more unused than reserved, or fewer than none.
-		for _, c := range [][2]int64{{6, 0}, {0, 0}, {-1, 0}, {2, 3}, {2, -1}} {
-			err := s.TokenSettleReserved(t.Context(), tok.ID, c[0], c[1])
-			requireErrorIs(t, fmt.Sprintf("TokenSettleReserved(%d reserved, %d unused)", c[0], c[1]), err, service.ErrInvalid)
-		}
-		assertTokenCounts(7, 5)
-		err := s.TokenSettleReserved(t.Context(), tok.ID+1000, 1, 0)
-		requireErrorIs(t, "TokenSettleReserved(unknown token)", err, service.ErrNotFound)
-		if err := s.TokenSettleReserved(t.Context(), tok.ID, 5, 0); err != nil {
-			t.Fatalf("TokenSettleReserved(5 reserved, all used): %v", err)
-		}
-		assertTokenCounts(7, 0)
-	}},
-	{"RestrictingChangesOutlastLeases", func(t *testing.T, s admitter) {
+	{"RestrictingChangesOutlastLeases", func(t *testing.T, s service.Store) {
 		deactivate, limit, newKey := false, int64(1), randomBytes(48)
 		for _, c := range []struct {
 			name   string
@@ -151,5 +120,36 @@ var admissionLeaseCases = []struct {
 				t.Errorf("%s: TokenAdmitByHash = project %v, %v; want the new key", c.name, project, err)
 			}
 		}
+	}},
+}
+
+var tokenSettleReservedCases = []storeCase{
+	{"SettlesReserved", func(t *testing.T, s service.Store) {
+		tok := newToken(t, s, newProject(t, s).ID)
+		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 9); err != nil {
+			t.Fatalf("TokenAdmitByHash(n=1, reserve=9): %v", err)
+		}
+		if err := s.TokenSettleReserved(t.Context(), tok.ID, 4, 3); err != nil {
+			t.Fatalf("TokenSettleReserved(4 reserved, 3 unused): %v", err)
+		}
+		assertTokenCounts := func(count, reserved int64) {
+			t.Helper()
+			if got := getToken(t, s, tok.ID); got.RequestCount != count || got.RequestsReserved != reserved {
+				t.Errorf("RequestCount %d, RequestsReserved %d; want %d, %d", got.RequestCount, got.RequestsReserved, count, reserved)
+			}
+		}
+		assertTokenCounts(7, 5)
+		// 5 reserved: not 6; and never more unused than reserved, or fewer than none.
+		for _, c := range [][2]int64{{6, 0}, {0, 0}, {-1, 0}, {2, 3}, {2, -1}} {
+			err := s.TokenSettleReserved(t.Context(), tok.ID, c[0], c[1])
+			requireErrorIs(t, fmt.Sprintf("TokenSettleReserved(%d reserved, %d unused)", c[0], c[1]), err, service.ErrInvalid)
+		}
+		assertTokenCounts(7, 5)
+		err := s.TokenSettleReserved(t.Context(), tok.ID+1000, 1, 0)
+		requireErrorIs(t, "TokenSettleReserved(unknown token)", err, service.ErrNotFound)
+		if err := s.TokenSettleReserved(t.Context(), tok.ID, 5, 0); err != nil {
+			t.Fatalf("TokenSettleReserved(5 reserved, all used): %v", err)
+		}
+		assertTokenCounts(7, 0)
 	}},
 }
