@@ -9,6 +9,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/gen/pgdb"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*service.Project, error) {
@@ -16,7 +17,7 @@ func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*serv
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, projectFromRow), nil
+	return convert.Map(rows, projectFromRow), nil
 }
 
 func (s *Store) TokenDump(ctx context.Context, p *service.DumpParams) ([]*service.Token, error) {
@@ -24,7 +25,7 @@ func (s *Store) TokenDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, tokenFromRow), nil
+	return convert.Map(rows, tokenFromRow), nil
 }
 
 func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*service.UsageEvent, error) {
@@ -32,7 +33,7 @@ func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, usageEventFromRow), nil
+	return convert.Map(rows, usageEventFromRow), nil
 }
 
 func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpParams) ([]*service.UsageDaily, error) {
@@ -46,7 +47,7 @@ func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpPar
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, usageDailyFromRow), nil
+	return convert.Map(rows, usageDailyFromRow), nil
 }
 
 func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*service.AuditEvent, error) {
@@ -54,7 +55,7 @@ func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, auditEventFromRow), nil
+	return convert.Map(rows, auditEventFromRow), nil
 }
 
 func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
@@ -62,9 +63,7 @@ func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	counts := tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents)
-	counts[service.TableUsageDaily] = row.UsageDaily
-	return counts, nil
+	return convert.TableCounts(row), nil
 }
 
 func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, error) {
@@ -72,16 +71,7 @@ func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, erro
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents), nil
-}
-
-func tableMap(projects, tokens, usageEvents, auditEvents int64) map[string]int64 {
-	return map[string]int64{
-		service.TableProjects:    projects,
-		service.TableTokens:      tokens,
-		service.TableUsageEvents: usageEvents,
-		service.TableAuditEvents: auditEvents,
-	}
+	return convert.NextIDs(row), nil
 }
 
 // TableTruncateAll deletes tokens before the projects they reference.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +16,7 @@ import (
 	"github.com/llmproxy/llmproxy/gen/pgdb"
 	"github.com/llmproxy/llmproxy/migrate"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 func init() {
@@ -212,7 +212,7 @@ func (s *Store) ProjectList(ctx context.Context, p *service.ProjectListParams) (
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, projectFromRow), nil
+	return convert.Map(rows, projectFromRow), nil
 }
 
 func (s *Store) ProjectUpdate(ctx context.Context, p *service.ProjectUpdateParams) (*service.Project, error) {
@@ -303,7 +303,7 @@ func (s *Store) TokenList(ctx context.Context, p *service.TokenListParams) ([]*s
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, tokenFromRow), nil
+	return convert.Map(rows, tokenFromRow), nil
 }
 
 // TokenAdmit counts the request with one conditional UPDATE; only when it
@@ -488,7 +488,7 @@ func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*servi
 			return tx.fail(err)
 		}
 		totals.UsageCounts = service.UsageCounts(*row)
-		totals.ByModel = mapSlice(byModel, modelUsageFromRow)
+		totals.ByModel = convert.Map(byModel, convert.ModelUsage)
 		return nil
 	})
 	if err != nil {
@@ -509,7 +509,7 @@ func (s *Store) UsagePrune(ctx context.Context, params *service.UsagePruneParams
 			if err != nil || len(rows) == 0 {
 				return tx.fail(err)
 			}
-			if _, err := tx.q.UsageDailyAddMany(ctx, tx.db, usageDailyColumns(service.RollUpUsage(mapSlice(rows, usageEventFromRow)))); err != nil {
+			if _, err := tx.q.UsageDailyAddMany(ctx, tx.db, usageDailyColumns(service.RollUpUsage(convert.Map(rows, usageEventFromRow)))); err != nil {
 				return tx.fail(err)
 			}
 			n = int64(len(rows))
@@ -539,13 +539,13 @@ func (s *Store) UsageList(ctx context.Context, p *service.UsageListParams) ([]*s
 	rows, err := s.q.UsageList(ctx, s.db, &pgdb.UsageListParams{
 		ProjectID: p.ProjectID,
 		TokenID:   p.TokenID,
-		BeforeID:  beforeID(p.BeforeID),
+		BeforeID:  convert.BeforeID(p.BeforeID),
 		MaxRows:   service.PageLimit(p.Limit),
 	})
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, usageEventFromRow), nil
+	return convert.Map(rows, usageEventFromRow), nil
 }
 
 func (s *Store) AuditInsert(ctx context.Context, p *service.AuditInsertParams) (*service.AuditEvent, error) {
@@ -570,29 +570,13 @@ func (s *Store) AuditInsert(ctx context.Context, p *service.AuditInsertParams) (
 func (s *Store) AuditList(ctx context.Context, p *service.AuditListParams) ([]*service.AuditEvent, error) {
 	rows, err := s.q.AuditList(ctx, s.db, &pgdb.AuditListParams{
 		ProjectID: p.ProjectID,
-		BeforeID:  beforeID(p.BeforeID),
+		BeforeID:  convert.BeforeID(p.BeforeID),
 		MaxRows:   service.PageLimit(p.Limit),
 	})
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, auditEventFromRow), nil
-}
-
-// beforeID turns "0: from the newest" into a bound every id is below.
-func beforeID(id int64) int64 {
-	if id == 0 {
-		return math.MaxInt64
-	}
-	return id
-}
-
-func mapSlice[T, U any](in []T, f func(T) U) []U {
-	out := make([]U, len(in))
-	for i, v := range in {
-		out[i] = f(v)
-	}
-	return out
+	return convert.Map(rows, auditEventFromRow), nil
 }
 
 func projectFromRow(r *pgdb.Project) *service.Project {
@@ -653,18 +637,5 @@ func auditEventFromRow(r *pgdb.AuditEvent) *service.AuditEvent {
 		Result:    r.Result,
 		Details:   json.RawMessage(r.Details),
 		CreatedAt: r.CreatedAt.UTC(),
-	}
-}
-
-func modelUsageFromRow(r *pgdb.UsageTotalsByModelRow) service.ModelUsage {
-	return service.ModelUsage{
-		Model: r.Model,
-		UsageCounts: service.UsageCounts{
-			Requests:         r.Requests,
-			Errors:           r.Errors,
-			PromptTokens:     r.PromptTokens,
-			CompletionTokens: r.CompletionTokens,
-			TotalTokens:      r.TotalTokens,
-		},
 	}
 }

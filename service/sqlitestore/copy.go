@@ -13,6 +13,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/gen/sqlitedb"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*service.Project, error) {
@@ -20,7 +21,7 @@ func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*serv
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, projectFromRow), nil
+	return convert.Map(rows, projectFromRow), nil
 }
 
 func (s *Store) TokenDump(ctx context.Context, p *service.DumpParams) ([]*service.Token, error) {
@@ -28,7 +29,7 @@ func (s *Store) TokenDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, tokenFromRow), nil
+	return convert.Map(rows, tokenFromRow), nil
 }
 
 func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*service.UsageEvent, error) {
@@ -36,7 +37,7 @@ func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, usageEventFromRow), nil
+	return convert.Map(rows, usageEventFromRow), nil
 }
 
 func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpParams) ([]*service.UsageDaily, error) {
@@ -50,7 +51,7 @@ func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpPar
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, usageDailyFromRow), nil
+	return convert.Map(rows, usageDailyFromRow), nil
 }
 
 func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*service.AuditEvent, error) {
@@ -58,7 +59,7 @@ func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, auditEventFromRow), nil
+	return convert.Map(rows, auditEventFromRow), nil
 }
 
 func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
@@ -66,9 +67,7 @@ func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
 	if err != nil {
 		return nil, mapError(err)
 	}
-	counts := tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents)
-	counts[service.TableUsageDaily] = row.UsageDaily
-	return counts, nil
+	return convert.TableCounts(row), nil
 }
 
 // TableSequencesReset has nothing to reset, since SQLite gives a new row
@@ -78,16 +77,7 @@ func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, erro
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents), nil
-}
-
-func tableMap(projects, tokens, usageEvents, auditEvents int64) map[string]int64 {
-	return map[string]int64{
-		service.TableProjects:    projects,
-		service.TableTokens:      tokens,
-		service.TableUsageEvents: usageEvents,
-		service.TableAuditEvents: auditEvents,
-	}
+	return convert.NextIDs(row), nil
 }
 
 // TableTruncateAll deletes tokens before the projects they reference.
@@ -254,7 +244,7 @@ func insertJSONRows[T, R any](ctx context.Context, s *Store, insert func(context
 	if len(rows) == 0 {
 		return nil
 	}
-	data, err := json.Marshal(mapSlice(rows, toRow))
+	data, err := json.Marshal(convert.Map(rows, toRow))
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/gen/sqlitedb"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 func (s *Store) TokenCreate(ctx context.Context, params *service.TokenCreateParams) (*service.Token, error) {
@@ -71,7 +72,7 @@ func (s *Store) TokenList(ctx context.Context, params *service.TokenListParams) 
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, tokenFromRow), nil
+	return convert.Map(rows, tokenFromRow), nil
 }
 
 // TokenAdmit is on every proxied request: one UPDATE ... RETURNING decides,
