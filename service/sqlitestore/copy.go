@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -275,26 +273,25 @@ func (s *Store) Backup(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Lstat(abs); err == nil {
-		return fmt.Errorf("backup %s: %w", path, fs.ErrExist)
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	// Created empty first (VACUUM INTO fills an empty file), so that it is
+	// private like the database and an existing file is refused atomically.
+	if err := createPrivate(abs); err != nil {
 		return fmt.Errorf("backup %s: %w", path, err)
 	}
-	if dir, err := os.Stat(filepath.Dir(abs)); err != nil {
+	if err := s.vacuumInto(ctx, abs); err != nil {
+		_ = os.Remove(abs) // a partial file is no backup
 		return fmt.Errorf("backup %s: %w", path, err)
-	} else if !dir.IsDir() {
-		return fmt.Errorf("backup %s: %s is not a directory", path, filepath.Dir(abs))
 	}
+	return nil
+}
 
+func (s *Store) vacuumInto(ctx context.Context, path string) error {
 	db, err := openDB(ctx, s.path, backupParams, 1)
 	if err != nil {
-		return fmt.Errorf("backup: %w", err)
+		return err
 	}
 	defer db.Close()
 	// The statement is fixed and the path a bound parameter.
-	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", abs); err != nil {
-		_ = os.Remove(abs) // a partial file is no backup
-		return fmt.Errorf("backup %s: %w", path, mapError(err))
-	}
-	return nil
+	_, err = db.ExecContext(ctx, "VACUUM INTO ?", path)
+	return mapError(err)
 }

@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -85,6 +86,9 @@ func Open(ctx context.Context, cfg service.Config) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
 		return nil, fmt.Errorf("SQLite database %q: create its directory: %w", path, err)
 	}
+	if err := createPrivate(abs); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("SQLite database %q: %w", path, err)
+	}
 
 	writer, err := openDB(ctx, abs, writerParams, 1)
 	if err != nil {
@@ -112,6 +116,18 @@ func Open(ctx context.Context, cfg service.Config) (*Store, error) {
 	}
 	s.checkpointer = startCheckpointer(reader, checkpointInterval)
 	return s, nil
+}
+
+// createPrivate creates the empty file path (an empty SQLite database),
+// readable by its owner only, as the key file is: SQLite would create it
+// 0644, and it creates the -wal and -shm files with the mode of the
+// database file. A file that exists keeps its mode (fs.ErrExist).
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // openDB opens a pool of at most conns connections and connects once, which

@@ -230,3 +230,44 @@ func TestInTxCancelledReleasesWriter(t *testing.T) {
 		}
 	}
 }
+
+// The database holds token hashes and encrypted upstream keys: its file,
+// its -wal and -shm files and a backup are readable by the owner only.
+func TestFilesArePrivate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "llmproxy.db")
+	s := openStore(t, path)
+	if _, err := s.ProjectCreate(t.Context(), &service.ProjectCreateParams{Name: "p", APIKeyCiphertext: []byte{1}, APIKeyHint: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(dir, "backup.db")
+	if err := s.Backup(t.Context(), backup); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{path, path + "-wal", path + "-shm", backup} {
+		info, err := os.Stat(file)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if perm := info.Mode().Perm(); perm&^0o600 != 0 {
+			t.Errorf("%s: mode %v, want at most 0600", filepath.Base(file), perm)
+		}
+	}
+}
+
+// A database file that exists keeps its mode: the operator chose it.
+func TestOpenKeepsModeOfExistingFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "llmproxy.db")
+	if err := os.WriteFile(path, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	openStore(t, path)
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o640 {
+		t.Errorf("existing database file: %v, %v; want mode 0640 kept", info.Mode().Perm(), err)
+	}
+}
