@@ -107,7 +107,7 @@ func fill(t *testing.T, s service.Store, usageRows int) map[string]int64 {
 	if _, err := s.TokenAdmit(ctx, tokens[1].ID); err != nil { // sets last_used_at
 		t.Fatalf("TokenAdmit: %v", err)
 	}
-	if _, _, err := s.TokenAdmitByHash(ctx, tokens[0].SecretHash, 1, 3); err != nil { // holds a lease's reservation
+	if _, _, err := s.TokenAdmitByHash(ctx, &service.TokenAdmitByHashParams{SecretHash: tokens[0].SecretHash, N: 1, Reserve: 3, Lease: service.MaxAdmissionLease}); err != nil { // holds a lease and its reservation
 		t.Fatalf("TokenAdmitByHash: %v", err)
 	}
 	inactive := false
@@ -412,9 +412,9 @@ func TestImportRejectsBadInput(t *testing.T) {
 	}
 }
 
-// TestImportReadsExportsMadeBeforeRequestsReserved: a column added later
-// may be missing and loads as its zero value.
-func TestImportReadsExportsMadeBeforeRequestsReserved(t *testing.T) {
+// TestImportReadsExportsMadeBeforeLaterColumns: a column added later
+// (requests_reserved, lease_until) may be missing and loads as its zero value.
+func TestImportReadsExportsMadeBeforeLaterColumns(t *testing.T) {
 	t.Parallel()
 	input := `{"table":"projects","row":{"id":1,"name":"p","api_key_ciphertext":"AQ==","api_key_hint":"h","is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z"}}
 {"table":"tokens","row":{"id":1,"project_id":1,"secret_hash":"AQ==","token_prefix":"sk","expires_at":"2025-01-01T00:00:00Z","max_requests":null,"request_count":4,"is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z","last_used_at":null}}
@@ -424,8 +424,8 @@ func TestImportReadsExportsMadeBeforeRequestsReserved(t *testing.T) {
 		t.Fatalf("Import: %v", err)
 	}
 	tok, err := s.TokenGetByID(t.Context(), 1)
-	if err != nil || tok.RequestCount != 4 || tok.RequestsReserved != 0 {
-		t.Fatalf("imported token = %+v, %v; want RequestCount 4, RequestsReserved 0", tok, err)
+	if err != nil || tok.RequestCount != 4 || tok.RequestsReserved != 0 || tok.LeaseUntil != nil {
+		t.Fatalf("imported token = %+v, %v; want RequestCount 4, RequestsReserved 0, no LeaseUntil", tok, err)
 	}
 }
 
@@ -488,8 +488,10 @@ func assertSameRows(t *testing.T, a, b service.Dumper) {
 	})
 	compareTable(t, a.TokenDump, b.TokenDump, all, func(r *service.Token) {
 		r.ExpiresAt, r.CreatedAt, r.UpdatedAt = ms(r.ExpiresAt), ms(r.CreatedAt), ms(r.UpdatedAt)
-		if r.LastUsedAt != nil {
-			*r.LastUsedAt = ms(*r.LastUsedAt)
+		for _, at := range []*time.Time{r.LastUsedAt, r.LeaseUntil} {
+			if at != nil {
+				*at = ms(*at)
+			}
 		}
 	})
 	compareTable(t, a.UsageDump, b.UsageDump, all, func(r *service.UsageEvent) { r.CreatedAt = ms(r.CreatedAt) })

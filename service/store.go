@@ -39,18 +39,22 @@ type Store interface {
 	// ErrTokenExpired, ErrLimitReached or ErrProjectInactive; when several
 	// apply, the one AdmissionRefusal puts first.
 	TokenAdmit(ctx context.Context, id int64) (*Token, error)
-	// TokenAdmitByHash is TokenAdmit of n ≥ 0 requests at once, for the
+	// TokenAdmitByHash is TokenAdmit of p.N ≥ 0 requests at once, for the
 	// token with this secret hash, also returning the token's project as the
 	// admission saw it: the proxy authenticates and admits in one statement.
-	// It also reserves reserve ≥ 0 more requests (n + reserve ≥ 1): counts
+	// It also reserves p.Reserve ≥ 0 more requests (N + Reserve ≥ 1): counts
 	// them in RequestCount and RequestsReserved. The caller may admit them
-	// without asking again for at most AdmissionLease from before the call,
-	// and must settle them with TokenSettleReserved when the lease ends.
+	// without asking again for at most p.Lease from before the call, and
+	// must settle them with TokenSettleReserved when the lease ends. The
+	// statement records the lease's end, by the database's clock, in the
+	// token's LeaseUntil (which only ever moves later), and changes that
+	// restrict admission wait until then (see AdmissionLease).
 	//
-	// It counts all n + reserve or nothing: it returns ErrNotFound for an
-	// unknown hash, TokenAdmit's errors otherwise, and a *LimitError when the
-	// limit leaves fewer than n + reserve.
-	TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*Token, *Project, error)
+	// It counts all N + Reserve or nothing: it returns ErrNotFound for an
+	// unknown hash, TokenAdmit's errors otherwise, a *LimitError when the
+	// limit leaves fewer than N + Reserve, and ErrInvalid for counts or a
+	// lease out of range.
+	TokenAdmitByHash(ctx context.Context, p *TokenAdmitByHashParams) (*Token, *Project, error)
 	// TokenSettleReserved takes reserved requests off the token's
 	// RequestsReserved, and the unused ones of them off its RequestCount:
 	// those used stay counted as admitted. It returns ErrNotFound for an
@@ -100,17 +104,88 @@ type Store interface {
 	Close() error
 }
 
-// AdmissionLease is how long a proxy may go on admitting the requests a
-// token's TokenAdmitByHash reserved, on the strength of that call, counted
-// from before that call. Changes that would refuse such requests (a token
-// deactivated or given a limit, a project deactivated or given another key,
-// a project's tokens revoked) therefore return only AdmissionLease after
-// their commit (AwaitAdmissionLeases): every instance has stopped using
-// what it was told before the change by the time the change is reported
-// done. A statement that starts after the commit sees the change.
+// AdmissionLease is the lease this build's proxy asks TokenAdmitByHash
+// for: how long it goes on admitting the requests a statement reserved, on
+// the strength of that statement, counted from before it.
+//
+// Changes that would refuse such requests (a token deactivated or given a
+// limit, a project deactivated or given another key, a project's tokens
+// revoked) return only once every lease granted before their commit has
+// ended (AwaitLeases): when the change is reported done, no instance
+// admits on what it was told before. The wait follows the leases the
+// database recorded (Token.LeaseUntil), measured by its clock, so
+// instances asking for other leases (another build, during a rolling
+// upgrade) and instances whose clocks differ agree; a change waits not at
+// all when none of the tokens it affects holds a lease. A statement that
+// starts after the commit sees the change.
 const AdmissionLease = 100 * time.Millisecond
 
-// AwaitAdmissionLeases waits until every lease granted before it was called
-// has ended. Stores call it after committing a change that restricts
-// admission.
-func AwaitAdmissionLeases() { time.Sleep(AdmissionLease) }
+// MaxAdmissionLease bounds a lease: TokenAdmitByHash refuses a longer one,
+// and no change waits longer for one (should the database's clock step back).
+const MaxAdmissionLease = 10 * time.Second
+
+// LeaseScope is the tokens whose leases a change that restricts admission
+// must outlast: by id, and every token of a project. A Store collects it
+// during a transaction and waits once it has committed.
+type LeaseScope struct {
+	TokenIDs   []int64
+	ProjectIDs []int64
+}
+
+// AddToken and AddProject add a token, or every token of a project.
+func (l *LeaseScope) AddToken(id int64)   { l.TokenIDs = append(l.TokenIDs, id) }
+func (l *LeaseScope) AddProject(id int64) { l.ProjectIDs = append(l.ProjectIDs, id) }
+
+// LeaseReader reads, after a commit, how long the latest admission lease
+// of a token, or among a project's tokens, has left by the database's
+// clock (0 or less: none outstanding).
+type LeaseReader interface {
+	TokenLeaseRemaining(ctx context.Context, tokenID int64) (time.Duration, error)
+	ProjectLeaseRemaining(ctx context.Context, projectID int64) (time.Duration, error)
+}
+
+// AwaitLeases waits, once a change restricting admission has committed,
+// until the latest lease among the scope's tokens has ended. It is not
+// cancelled with ctx: the change is done and must not be reported so
+// early. A lease that cannot be read (the database went away, or the read
+// took longer than MaxAdmissionLease) is taken to be this build's
+// AdmissionLease.
+func AwaitLeases(ctx context.Context, scope *LeaseScope, r LeaseReader) {
+	if scope == nil || len(scope.TokenIDs)+len(scope.ProjectIDs) == 0 {
+		return
+	}
+	observe, _ := ctx.Value(leaseWaitKey{}).(func(time.Duration))
+	// Bounded all the same: on PostgreSQL a read waits for the admissions
+	// running, and a transaction left open on tokens would hold it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), MaxAdmissionLease)
+	defer cancel()
+	var until time.Time // on this machine's monotonic clock
+	note := func(left time.Duration, err error) {
+		if err != nil {
+			left = AdmissionLease
+		}
+		if end := time.Now().Add(min(left, MaxAdmissionLease)); end.After(until) {
+			until = end
+		}
+	}
+	for _, id := range scope.TokenIDs {
+		note(r.TokenLeaseRemaining(ctx, id))
+	}
+	for _, id := range scope.ProjectIDs {
+		note(r.ProjectLeaseRemaining(ctx, id))
+	}
+	wait := max(0, time.Until(until))
+	if observe != nil {
+		observe(wait)
+	}
+	time.Sleep(wait)
+}
+
+type leaseWaitKey struct{}
+
+// WithLeaseWaitObserver returns ctx carrying observe, which a Store calls
+// with how long a change restricting admission waits for leases after its
+// commit (0: none outstanding), before it waits.
+func WithLeaseWaitObserver(ctx context.Context, observe func(wait time.Duration)) context.Context {
+	return context.WithValue(ctx, leaseWaitKey{}, observe)
+}

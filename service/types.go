@@ -35,6 +35,9 @@ type Token struct {
 	// RequestsReserved is the part of RequestCount that proxies reserved
 	// for admission leases and have not yet used or given back.
 	RequestsReserved int64
+	// LeaseUntil is the latest end of an admission lease granted for the
+	// token, by the database's clock; nil: none yet.
+	LeaseUntil *time.Time
 }
 
 // UsageEvent is one forwarded request.

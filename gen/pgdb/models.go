@@ -42,6 +42,7 @@ type Token struct {
 	UpdatedAt        time.Time
 	LastUsedAt       *time.Time
 	RequestsReserved int64
+	LeaseUntil       *time.Time
 }
 
 type UsageDaily struct {

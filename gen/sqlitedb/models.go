@@ -38,6 +38,7 @@ type Token struct {
 	UpdatedAt        int64
 	LastUsedAt       *int64
 	RequestsReserved int64
+	LeaseUntil       *int64
 }
 
 type UsageDaily struct {

@@ -59,7 +59,7 @@ const settleTimeout = 10 * time.Second
 // the token's recent traffic and what its limit leaves, which the queue
 // admits without a statement for service.AdmissionLease from before that
 // statement. Changes that would refuse them return only after that
-// (service.AwaitAdmissionLeases), so they still take effect on every
+// (service.AwaitLeases), so they still take effect on every
 // instance before they are reported done. Reserved requests not used when
 // the lease ends are given back, so request_count settles on the requests
 // admitted; until then it includes them. A limit counts reservations as
@@ -229,7 +229,9 @@ func (q *admissionQueue) admitMany(ctx context.Context, secretHash []byte, n, re
 	var short *service.LimitError // the refusal that made ask fewer than the rest
 	for admitted < n {
 		start := time.Now()
-		t, p, err := q.admitter.TokenAdmitByHash(ctx, secretHash, ask, reserve)
+		t, p, err := q.admitter.TokenAdmitByHash(ctx, &service.TokenAdmitByHashParams{
+			SecretHash: secretHash, N: ask, Reserve: reserve, Lease: service.AdmissionLease,
+		})
 		q.granted(secretHash, start, ask, reserve, t, p, err)
 		if err == nil {
 			admitted, token, project = admitted+ask, t, p
@@ -314,7 +316,9 @@ func (q *admissionQueue) renewSoonLocked(secretHash []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), batchAdmitTimeout)
 		defer cancel()
 		start := time.Now()
-		token, project, err := q.admitter.TokenAdmitByHash(ctx, secretHash, 0, reserve)
+		token, project, err := q.admitter.TokenAdmitByHash(ctx, &service.TokenAdmitByHashParams{
+			SecretHash: secretHash, Reserve: reserve, Lease: service.AdmissionLease,
+		})
 		q.granted(secretHash, start, 0, reserve, token, project, err)
 	}()
 }

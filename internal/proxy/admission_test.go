@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -36,7 +37,11 @@ func newGatedAdmitter(max int64) *gatedAdmitter {
 	return &gatedAdmitter{gate: make(chan struct{}), started: make(chan int64, 100), max: max}
 }
 
-func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
+func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, p *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
+	n, reserve := p.N, p.Reserve
+	if p.Lease != service.AdmissionLease {
+		return nil, nil, fmt.Errorf("%w: lease %v, want the AdmissionLease the queue admits on", service.ErrInvalid, p.Lease)
+	}
 	a.started <- n
 	<-a.gate
 	a.mu.Lock()

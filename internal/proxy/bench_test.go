@@ -62,19 +62,19 @@ func (s *memStore) ProjectGetByID(_ context.Context, id int64) (*service.Project
 	return &project, nil
 }
 
-func (s *memStore) TokenAdmitByHash(_ context.Context, hash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
+func (s *memStore) TokenAdmitByHash(_ context.Context, p *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range s.tokens {
 		t := &s.tokens[i]
-		if !bytes.Equal(t.SecretHash, hash) {
+		if !bytes.Equal(t.SecretHash, p.SecretHash) {
 			continue
 		}
 		if !t.IsActive || !time.Now().Before(t.ExpiresAt) {
 			return nil, nil, service.ErrTokenRevoked
 		}
-		t.RequestCount += n + reserve
-		t.RequestsReserved += reserve
+		t.RequestCount += p.N + p.Reserve
+		t.RequestsReserved += p.Reserve
 		token, project := *t, s.projects[t.ProjectID-1]
 		return &token, &project, nil
 	}

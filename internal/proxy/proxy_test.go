@@ -146,7 +146,7 @@ func (unavailableStore) TokenAuthenticate(context.Context, []byte) (*service.Tok
 	return nil, nil, errUnavailable
 }
 
-func (unavailableStore) TokenAdmitByHash(context.Context, []byte, int64, int64) (*service.Token, *service.Project, error) {
+func (unavailableStore) TokenAdmitByHash(context.Context, *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
 	return nil, nil, errUnavailable
 }
 
@@ -163,7 +163,7 @@ func (brokenStore) TokenAuthenticate(context.Context, []byte) (*service.Token, *
 	return nil, nil, errBroken
 }
 
-func (brokenStore) TokenAdmitByHash(context.Context, []byte, int64, int64) (*service.Token, *service.Project, error) {
+func (brokenStore) TokenAdmitByHash(context.Context, *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
 	return nil, nil, errBroken
 }
 
@@ -610,7 +610,7 @@ func TestRequestLimitWaitsForOtherInstancesReservations(t *testing.T) {
 		p, _ := e.project(t)
 		tok, secret := e.token(t, p.ID, tokenOptions{maxRequests: limit})
 		other := e.store
-		if _, _, err := other.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, otherReserved); err != nil {
+		if _, _, err := other.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: 1, Reserve: otherReserved}); err != nil {
 			t.Fatalf("the other instance's admission: %v", err)
 		}
 		go func() {

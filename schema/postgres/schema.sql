@@ -28,6 +28,10 @@ CREATE TABLE tokens (
   -- Of request_count, requests reserved by proxies for admission leases and
   -- not yet used or given back (see service.AdmissionLease).
   requests_reserved bigint NOT NULL DEFAULT 0,
+  -- The latest end of an admission lease granted for the token (by the
+  -- database's clock; NULL: none yet): changes that restrict admission wait
+  -- until then (see service.AdmissionLease).
+  lease_until timestamptz NULL,
   CONSTRAINT tokens_secret_hash_key UNIQUE (secret_hash),
   CONSTRAINT tokens_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id),
   CONSTRAINT tokens_max_requests_positive CHECK (max_requests IS NULL OR max_requests > 0),

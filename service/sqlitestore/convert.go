@@ -45,6 +45,7 @@ func tokenFromRow(r *sqlitedb.Token) *service.Token {
 		UpdatedAt:        fromMillis(r.UpdatedAt),
 		LastUsedAt:       fromMillisPtr(r.LastUsedAt),
 		RequestsReserved: r.RequestsReserved,
+		LeaseUntil:       fromMillisPtr(r.LeaseUntil),
 	}
 }
 
@@ -64,6 +65,7 @@ func tokenAdmitByHashFromRow(r *sqlitedb.TokenAdmitByHashRow) (*service.Token, *
 		UpdatedAt:        r.UpdatedAt,
 		LastUsedAt:       r.LastUsedAt,
 		RequestsReserved: r.RequestsReserved,
+		LeaseUntil:       r.LeaseUntil,
 	})
 	project := projectFromRow(&sqlitedb.Project{
 		ID:               r.ProjectID,

@@ -118,6 +118,7 @@ type (
 		UpdatedAt        int64  `json:"updated_at"`
 		LastUsedAt       *int64 `json:"last_used_at"`
 		RequestsReserved int64  `json:"requests_reserved"`
+		LeaseUntil       *int64 `json:"lease_until"`
 	}
 	usageFullRow struct {
 		ID int64 `json:"id"`
@@ -176,6 +177,7 @@ func (s *Store) TokenInsertFullMany(ctx context.Context, rows []*service.Token) 
 			UpdatedAt:        r.UpdatedAt.UnixMilli(),
 			LastUsedAt:       toMillisPtr(r.LastUsedAt),
 			RequestsReserved: r.RequestsReserved,
+			LeaseUntil:       toMillisPtr(r.LeaseUntil),
 		}
 	})
 }

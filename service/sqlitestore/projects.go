@@ -41,7 +41,9 @@ func (s *Store) ProjectList(ctx context.Context, params *service.ProjectListPara
 
 func (s *Store) ProjectUpdate(ctx context.Context, params *service.ProjectUpdateParams) (*service.Project, error) {
 	return inTx(ctx, s, func(tx *Store) (*service.Project, error) {
-		tx.restrictAdmission(params.RestrictsAdmission())
+		if params.RestrictsAdmission() {
+			tx.leases.AddProject(params.ID)
+		}
 		if params.IsActive != nil {
 			if _, err := tx.q.ProjectSetActive(ctx, tx.tx, &sqlitedb.ProjectSetActiveParams{IsActive: *params.IsActive, ID: params.ID}); err != nil {
 				return nil, mapError(err)

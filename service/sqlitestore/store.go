@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
@@ -65,9 +66,9 @@ type Store struct {
 	readStmts  *stmtCache
 	q          *sqlitedb.Queries
 	tx         *sql.Tx
-	// Set inside a transaction that restricts admission, whose commit then
-	// waits out the proxies' admission leases.
-	restrictsAdmission *bool
+	// Inside a transaction: the tokens whose admission leases its commit
+	// waits out, as it restricts their admission.
+	leases *service.LeaseScope
 
 	checkpointer *checkpointer
 }
@@ -191,9 +192,8 @@ func inTx[T any](ctx context.Context, s *Store, fn func(tx *Store) (T, error)) (
 		return zero, mapError(err)
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
-	restricts := false
 	txStore := *s
-	txStore.tx, txStore.restrictsAdmission = tx, &restricts
+	txStore.tx, txStore.leases = tx, &service.LeaseScope{}
 	result, err := fn(&txStore)
 	if err != nil {
 		return zero, err
@@ -201,18 +201,23 @@ func inTx[T any](ctx context.Context, s *Store, fn func(tx *Store) (T, error)) (
 	if err := tx.Commit(); err != nil {
 		return zero, mapError(err)
 	}
-	if restricts {
-		service.AwaitAdmissionLeases()
-	}
+	service.AwaitLeases(ctx, txStore.leases, leaseReader{s})
 	return result, nil
 }
 
-// restrictAdmission marks the transaction, when restricts, as one whose
-// commit must wait out the admission leases (service.AwaitAdmissionLeases).
-func (s *Store) restrictAdmission(restricts bool) {
-	if restricts {
-		*s.restrictsAdmission = true
-	}
+// leaseReader reads leases on the reader pool, after the commit: SQLite
+// runs one writing statement at a time, so every admission that began
+// before the commit has recorded its lease by then.
+type leaseReader struct{ s *Store }
+
+func (r leaseReader) TokenLeaseRemaining(ctx context.Context, id int64) (time.Duration, error) {
+	ms, err := r.s.q.TokenLeaseRemaining(ctx, r.s.readStmts, id)
+	return time.Duration(ms) * time.Millisecond, mapError(err)
+}
+
+func (r leaseReader) ProjectLeaseRemaining(ctx context.Context, id int64) (time.Duration, error) {
+	ms, err := r.s.q.TokenLeaseRemainingForProject(ctx, r.s.readStmts, id)
+	return time.Duration(ms) * time.Millisecond, mapError(err)
 }
 
 // readTx runs fn on one snapshot: the transaction s is bound to, or a

@@ -14,7 +14,7 @@ import (
 // back is the token and project as stored after the admission.
 func admitByHash(t *testing.T, s service.Store, tok *service.Token) *service.Token {
 	t.Helper()
-	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
+	got, project, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: 1, Reserve: 0})
 	if err != nil {
 		t.Fatalf("TokenAdmitByHash: %v", err)
 	}
@@ -27,7 +27,7 @@ func admitByHash(t *testing.T, s service.Store, tok *service.Token) *service.Tok
 // and returns neither a token nor a project.
 func refuseByHash(t *testing.T, s service.Store, tok *service.Token, want error) {
 	t.Helper()
-	got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
+	got, project, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: 1, Reserve: 0})
 	requireErrorIs(t, "TokenAdmitByHash", err, want)
 	if got != nil || project != nil {
 		t.Errorf("refused TokenAdmitByHash returned token %+v, project %+v; want nil, nil", got, project)
@@ -115,7 +115,7 @@ var tokenAdmitByHashCases = []storeCase{
 	}},
 	{"CountsExactlyToLimitUnderConcurrency", func(t *testing.T, s service.Store) {
 		admitConcurrently(t, s, "TokenAdmitByHash", func(tok *service.Token) (int64, error) {
-			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, 0)
+			_, _, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: 1, Reserve: 0})
 			return 1, err
 		})
 	}},
@@ -127,7 +127,7 @@ var tokenAdmitByHashCases = []storeCase{
 			n    int64
 			want int64
 		}{{limited, 3, 3}, {limited, 2, 5}, {unlimited, 1000, 1000}, {unlimited, 1, 1001}} {
-			got, project, err := s.TokenAdmitByHash(t.Context(), c.tok.SecretHash, c.n, 0)
+			got, project, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: c.tok.SecretHash, N: c.n, Reserve: 0})
 			if err != nil {
 				t.Fatalf("TokenAdmitByHash(n=%d): %v", c.n, err)
 			}
@@ -140,20 +140,20 @@ var tokenAdmitByHashCases = []storeCase{
 	}},
 	{"AdmitsAllOrNoneAndSaysHowManyAreLeft", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID, withMaxRequests(5))
-		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3, 0); err != nil {
+		if _, _, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: 3, Reserve: 0}); err != nil {
 			t.Fatal(err)
 		}
-		got, project, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 3, 0)
+		got, project, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: 3, Reserve: 0})
 		left, ok := errors.AsType[*service.LimitError](err)
 		if !ok || *left != (service.LimitError{Left: 2}) || !errors.Is(err, service.ErrLimitReached) || got != nil || project != nil {
 			t.Fatalf("admitting 3 with 2 left = %v, %v, %v; want a *LimitError{Left: 2} that is ErrLimitReached", got, project, err)
 		}
 		assertRequestCount(t, s, tok.ID, 3)
-		if _, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 2, 0); err != nil {
+		if _, _, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: 2, Reserve: 0}); err != nil {
 			t.Fatal(err)
 		}
 		for _, n := range []int64{1, 4} {
-			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n, 0)
+			_, _, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: n, Reserve: 0})
 			if left, ok := errors.AsType[*service.LimitError](err); !ok || *left != (service.LimitError{}) {
 				t.Errorf("admitting %d with none left: %v, want a *LimitError with none left and none reserved", n, err)
 			}
@@ -169,7 +169,7 @@ var tokenAdmitByHashCases = []storeCase{
 			tok  *service.Token
 			want error
 		}{{revoked, service.ErrTokenRevoked}, {expired, service.ErrTokenExpired}} {
-			_, _, err := s.TokenAdmitByHash(t.Context(), c.tok.SecretHash, 5, 0)
+			_, _, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: c.tok.SecretHash, N: 5, Reserve: 0})
 			requireErrorIs(t, "TokenAdmitByHash(n=5)", err, c.want)
 			assertRequestCount(t, s, c.tok.ID, 0)
 		}
@@ -177,12 +177,12 @@ var tokenAdmitByHashCases = []storeCase{
 	{"RefusesFewerThanOne", func(t *testing.T, s service.Store) {
 		tok := newToken(t, s, newProject(t, s).ID)
 		for _, c := range [][2]int64{{0, 0}, {-1, 0}, {-1, 2}, {2, -1}} {
-			_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, c[0], c[1])
+			_, _, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: c[0], Reserve: c[1]})
 			requireErrorIs(t, fmt.Sprintf("TokenAdmitByHash(n=%d, reserve=%d)", c[0], c[1]), err, service.ErrInvalid)
 		}
 		assertRequestCount(t, s, tok.ID, 0)
 		// Reserving alone renews a lease.
-		got, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, 0, 3)
+		got, _, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: 0, Reserve: 3})
 		if err != nil || got.RequestCount != 3 || got.RequestsReserved != 3 {
 			t.Fatalf("TokenAdmitByHash(n=0, reserve=3) = %+v, %v; want RequestCount 3, RequestsReserved 3", got, err)
 		}
@@ -191,7 +191,7 @@ var tokenAdmitByHashCases = []storeCase{
 		admitConcurrently(t, s, "TokenAdmitByHash(n>1)", func(tok *service.Token) (int64, error) {
 			n := rand.Int64N(5) + 1
 			for {
-				_, _, err := s.TokenAdmitByHash(t.Context(), tok.SecretHash, n, 0)
+				_, _, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: n, Reserve: 0})
 				left, ok := errors.AsType[*service.LimitError](err)
 				if !ok || left.Left == 0 {
 					return n, err

@@ -105,7 +105,7 @@ type fullRows struct {
 
 func newFullRows() *fullRows {
 	limit := int64(9)
-	used := bulkTime.Add(time.Minute)
+	used, leased := bulkTime.Add(time.Minute), bulkTime.Add(time.Minute+service.AdmissionLease)
 	projectID, tokenID := int64(30), int64(41)
 	return &fullRows{
 		projects: []*service.Project{
@@ -115,7 +115,7 @@ func newFullRows() *fullRows {
 		tokens: []*service.Token{
 			{ID: 40, ProjectID: 30, SecretHash: randomBytes(32), TokenPrefix: "sk-a", ExpiresAt: bulkTime.Add(time.Hour), IsActive: true, CreatedAt: bulkTime, UpdatedAt: bulkTime},
 			{ID: 41, ProjectID: 31, SecretHash: randomBytes(32), TokenPrefix: "sk-b", ExpiresAt: bulkTime.Add(2 * time.Hour), MaxRequests: &limit,
-				RequestCount: 7, RequestsReserved: 2, IsActive: false, CreatedAt: bulkTime, UpdatedAt: bulkTime.Add(time.Second), LastUsedAt: &used},
+				RequestCount: 7, RequestsReserved: 2, IsActive: false, CreatedAt: bulkTime, UpdatedAt: bulkTime.Add(time.Second), LastUsedAt: &used, LeaseUntil: &leased},
 		},
 		usage: []*service.UsageEvent{
 			{ID: 50, TokenID: 40, ProjectID: 30, Method: "POST", Path: "/v1/chat/completions", Model: "gpt-ü", Status: 200,
@@ -204,7 +204,7 @@ var tokenDumpCases = []storeCase{
 			toks = append(toks, newToken(t, s, p.ID, withMaxRequests(int64(10+i))))
 		}
 		admit(t, s, toks[1].ID, 2)
-		if _, _, err := s.TokenAdmitByHash(t.Context(), toks[2].SecretHash, 1, 3); err != nil {
+		if _, _, err := s.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: toks[2].SecretHash, N: 1, Reserve: 3, Lease: service.AdmissionLease}); err != nil {
 			t.Fatal(err)
 		}
 		setTokenActive(t, s, toks[3].ID, false)

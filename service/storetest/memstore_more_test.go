@@ -23,12 +23,13 @@ func (m *memStore) tokenByHash(secretHash []byte) (service.Token, bool) {
 	return service.Token{}, false
 }
 
-func (m *memStore) TokenAdmitByHash(_ context.Context, secretHash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
-	if err := service.CheckAdmission(n, reserve); err != nil {
+func (m *memStore) TokenAdmitByHash(_ context.Context, params *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
+	if err := service.CheckAdmission(params); err != nil {
 		return nil, nil, err
 	}
+	n, reserve := params.N, params.Reserve
 	defer m.lock()()
-	tok, ok := m.tokenByHash(secretHash)
+	tok, ok := m.tokenByHash(params.SecretHash)
 	if !ok {
 		return nil, nil, service.ErrNotFound
 	}
@@ -41,6 +42,9 @@ func (m *memStore) TokenAdmitByHash(_ context.Context, secretHash []byte, n, res
 	tok.RequestCount += n + reserve
 	tok.RequestsReserved += reserve
 	tok.LastUsedAt = &at
+	if end := at.Add(params.Lease); params.Lease > 0 && (tok.LeaseUntil == nil || end.After(*tok.LeaseUntil)) {
+		tok.LeaseUntil = &end
+	}
 	m.st.tokens[tok.ID] = tok
 	return &tok, &p, nil
 }

@@ -69,9 +69,8 @@ type memStore struct {
 	st    *memState
 	inTx  bool
 	txing *atomic.Bool // a transaction holds the store's one "connection"
-	// In a transaction: it restricts admission, so its commit waits out
-	// the admission leases.
-	restricts *bool
+	// In a transaction: the tokens whose admission leases its commit waits out.
+	leases *service.LeaseScope
 }
 
 func newMemStore() *memStore {
@@ -139,10 +138,13 @@ func page[T any](rows map[int64]T, afterID int64, limit int, keep func(*T) bool)
 	return out
 }
 
-func (m *memStore) ProjectUpdate(_ context.Context, params *service.ProjectUpdateParams) (*service.Project, error) {
-	restricts := params.RestrictsAdmission()
-	defer m.awaitLeases(&restricts) // after the unlock
+func (m *memStore) ProjectUpdate(ctx context.Context, params *service.ProjectUpdateParams) (*service.Project, error) {
+	leases := &service.LeaseScope{}
+	defer m.outlast(ctx, leases) // after the unlock
 	defer m.lock()()
+	if params.RestrictsAdmission() {
+		leases.AddProject(params.ID)
+	}
 	p, ok := m.st.projects[params.ID]
 	if !ok {
 		return nil, service.ErrNotFound
@@ -249,10 +251,13 @@ func (m *memStore) TokenAdmit(_ context.Context, id int64) (*service.Token, erro
 	return &tok, nil
 }
 
-func (m *memStore) TokenUpdate(_ context.Context, params *service.TokenUpdateParams) (*service.Token, error) {
-	restricts := params.RestrictsAdmission()
-	defer m.awaitLeases(&restricts)
+func (m *memStore) TokenUpdate(ctx context.Context, params *service.TokenUpdateParams) (*service.Token, error) {
+	leases := &service.LeaseScope{}
+	defer m.outlast(ctx, leases)
 	defer m.lock()()
+	if params.RestrictsAdmission() {
+		leases.AddToken(params.ID)
+	}
 	tok, ok := m.st.tokens[params.ID]
 	if !ok {
 		return nil, service.ErrNotFound
@@ -271,9 +276,9 @@ func (m *memStore) TokenUpdate(_ context.Context, params *service.TokenUpdatePar
 	return &tok, nil
 }
 
-func (m *memStore) TokenRevokeAllForProject(_ context.Context, projectID int64) (*service.RevokeResult, error) {
-	restricts := false
-	defer m.awaitLeases(&restricts)
+func (m *memStore) TokenRevokeAllForProject(ctx context.Context, projectID int64) (*service.RevokeResult, error) {
+	leases := &service.LeaseScope{}
+	defer m.outlast(ctx, leases)
 	defer m.lock()()
 	if _, ok := m.st.projects[projectID]; !ok {
 		return nil, service.ErrNotFound
@@ -286,7 +291,7 @@ func (m *memStore) TokenRevokeAllForProject(_ context.Context, projectID int64) 
 			tok.IsActive, tok.UpdatedAt = false, now()
 			m.st.tokens[id] = tok
 			res.RevokedCount++
-			restricts = true
+			leases.ProjectIDs = []int64{projectID} // once, however many tokens
 		default:
 			res.AlreadyRevokedCount++
 		}
@@ -395,15 +400,15 @@ func (m *memStore) AuditList(_ context.Context, params *service.AuditListParams)
 	}), nil
 }
 
-func (m *memStore) InTx(_ context.Context, fn func(tx service.Store) error) error {
+func (m *memStore) InTx(ctx context.Context, fn func(tx service.Store) error) error {
 	if m.inTx {
 		return fn(m)
 	}
-	tx := &memStore{mu: m.mu, inTx: true, txing: m.txing, restricts: new(bool)}
+	tx := &memStore{mu: m.mu, inTx: true, txing: m.txing, leases: &service.LeaseScope{}}
 	if err := m.run(tx, fn); err != nil {
 		return err
 	}
-	m.awaitLeases(tx.restricts)
+	service.AwaitLeases(ctx, tx.leases, memLeases{m})
 	return nil
 }
 
@@ -422,16 +427,38 @@ func (m *memStore) run(tx *memStore, fn func(tx service.Store) error) error {
 	return nil
 }
 
-// awaitLeases waits out the admission leases once a change that restricts
-// admission (*restricts) has committed: a transaction's when it commits.
-func (m *memStore) awaitLeases(restricts *bool) {
-	switch {
-	case !*restricts:
-	case m.inTx:
-		*m.restricts = true
-	default:
-		service.AwaitAdmissionLeases()
+// outlast waits out the admission leases of the tokens in scope once the
+// change has committed: at once outside a transaction (after the unlock),
+// else when the transaction commits.
+func (m *memStore) outlast(ctx context.Context, scope *service.LeaseScope) {
+	if m.inTx {
+		m.leases.TokenIDs = append(m.leases.TokenIDs, scope.TokenIDs...)
+		m.leases.ProjectIDs = append(m.leases.ProjectIDs, scope.ProjectIDs...)
+		return
 	}
+	service.AwaitLeases(ctx, scope, memLeases{m})
+}
+
+// memLeases reads the leases recorded in tokens' LeaseUntil.
+type memLeases struct{ m *memStore }
+
+func (r memLeases) TokenLeaseRemaining(_ context.Context, id int64) (time.Duration, error) {
+	return r.remaining(func(tok *service.Token) bool { return tok.ID == id }), nil
+}
+
+func (r memLeases) ProjectLeaseRemaining(_ context.Context, id int64) (time.Duration, error) {
+	return r.remaining(func(tok *service.Token) bool { return tok.ProjectID == id }), nil
+}
+
+func (r memLeases) remaining(of func(*service.Token) bool) time.Duration {
+	defer r.m.lock()()
+	var left time.Duration
+	for _, tok := range r.m.st.tokens {
+		if of(&tok) && tok.LeaseUntil != nil {
+			left = max(left, time.Until(*tok.LeaseUntil))
+		}
+	}
+	return left
 }
 
 func (m *memStore) Ping(context.Context) error { return nil }
