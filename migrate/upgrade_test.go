@@ -86,3 +86,38 @@ func TestUpgradeAddsTokensLeaseUntil(t *testing.T) {
 		}
 	})
 }
+
+// The sessions table arrives empty beside the data there was, and takes
+// sessions.
+func TestUpgradeAddsSessions(t *testing.T) {
+	t.Parallel()
+	seed := map[migrate.Dialect][]string{
+		migrate.SQLite: {
+			`INSERT INTO projects (id, name, api_key_ciphertext, api_key_hint) VALUES (1, 'p', x'00', 'sk-...1234')`,
+			`INSERT INTO tokens (id, project_id, secret_hash, token_prefix, expires_at, lease_until) VALUES (7, 1, x'07', 'tok_', 4102444800000, 1700000000000)`,
+			`INSERT INTO audit_events (id, actor, action, project_id, result) VALUES (3, 'admin', 'project.create', 1, 'ok')`,
+		},
+		migrate.Postgres: {
+			`INSERT INTO projects (id, name, api_key_ciphertext, api_key_hint) VALUES (1, 'p', '\x00', 'sk-...1234')`,
+			`INSERT INTO tokens (id, project_id, secret_hash, token_prefix, expires_at, lease_until) VALUES (7, 1, '\x07', 'tok_', '2100-01-01T00:00:00Z', '2023-11-14T22:13:20Z')`,
+			`INSERT INTO audit_events (id, actor, action, project_id, result) VALUES (3, 'admin', 'project.create', 1, 'ok')`,
+		},
+	}
+	upgradeFrom(t, "sessions", seed, func(t *testing.T, db *sql.DB, d migrate.Dialect) {
+		var projects, tokens, leased, audit, sessions int64
+		queryRow(t, db, `SELECT (SELECT count(*) FROM projects), (SELECT count(*) FROM tokens),
+			(SELECT count(*) FROM tokens WHERE lease_until IS NOT NULL), (SELECT count(*) FROM audit_events), (SELECT count(*) FROM sessions)`,
+			&projects, &tokens, &leased, &audit, &sessions)
+		if projects != 1 || tokens != 1 || leased != 1 || audit != 1 || sessions != 0 {
+			t.Errorf("after the upgrade: %d projects, %d tokens (%d leased), %d audit events, %d sessions; want 1, 1 (1), 1, 0",
+				projects, tokens, leased, audit, sessions)
+		}
+		insert := map[migrate.Dialect]string{
+			migrate.SQLite:   `INSERT INTO sessions (secret_hash, csrf_token, expires_at) VALUES (x'01', 'csrf', 4102444800000)`,
+			migrate.Postgres: `INSERT INTO sessions (secret_hash, csrf_token, expires_at) VALUES ('\x01', 'csrf', now())`,
+		}[d]
+		if _, err := db.ExecContext(context.Background(), insert); err != nil {
+			t.Errorf("storing a session after the upgrade: %v", err)
+		}
+	})
+}

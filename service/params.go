@@ -155,3 +155,9 @@ type AuditListParams struct {
 	BeforeID  int64 // 0: from the newest
 	Limit     int
 }
+
+type SessionCreateParams struct {
+	SecretHash []byte
+	CSRFToken  string
+	ExpiresAt  time.Time
+}

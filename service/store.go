@@ -78,10 +78,23 @@ type Store interface {
 	AuditInsert(ctx context.Context, params *AuditInsertParams) (*AuditEvent, error)
 	AuditList(ctx context.Context, params *AuditListParams) ([]*AuditEvent, error)
 
-	// Whole tables, for db copy, export and import (copy.go).
+	// SessionCreate returns ErrConflict for a secret hash already stored.
+	SessionCreate(ctx context.Context, params *SessionCreateParams) (*Session, error)
+	// SessionGetByHash returns ErrNotFound for an unknown session and for
+	// one that has expired by the database's clock.
+	SessionGetByHash(ctx context.Context, secretHash []byte) (*Session, error)
+	// SessionDelete ends a session; ErrNotFound when there is none.
+	SessionDelete(ctx context.Context, secretHash []byte) error
+	// SessionDeleteExpired deletes the sessions expired by the database's
+	// clock and returns how many.
+	SessionDeleteExpired(ctx context.Context) (int64, error)
+
+	// Whole tables, for db copy, export and import (copy.go), which carry
+	// every table but sessions.
 	Dumper
 	Loader
-	// TableTruncateAll deletes every row of every table, in one transaction.
+	// TableTruncateAll deletes every row of every table, sessions included,
+	// in one transaction.
 	TableTruncateAll(ctx context.Context) error
 	// TableSequencesReset makes the next id each table generates follow its
 	// largest id, and returns those next ids keyed by table name (tables

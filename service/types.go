@@ -114,3 +114,12 @@ type UsageDaily struct {
 func (d *UsageDaily) Key() UsageDailyKey {
 	return UsageDailyKey{Day: d.Day, ProjectID: d.ProjectID, TokenID: d.TokenID, Model: d.Model}
 }
+
+// Session is a browser signed in to the dashboard. Only a keyed hash of
+// the secret in its cookie is stored.
+type Session struct {
+	SecretHash []byte
+	CSRFToken  string // the form token bound to the session
+	ExpiresAt  time.Time
+	CreatedAt  time.Time
+}

@@ -29,6 +29,13 @@ type Project struct {
 	UpdatedAt        time.Time
 }
 
+type Session struct {
+	SecretHash []byte
+	CsrfToken  string
+	ExpiresAt  time.Time
+	CreatedAt  time.Time
+}
+
 type Token struct {
 	ID               int64
 	ProjectID        int64

@@ -42,7 +42,8 @@ var assets embed.FS
 // Options are the dashboard's parts; Logger may be nil (discarded).
 type Options struct {
 	Manager *manage.Manager
-	// Store serves the reads the Manager has no paging for (the audit log).
+	// Store keeps the sessions and serves the reads the Manager has no
+	// paging for (the audit log).
 	Store           service.Store
 	ManagementToken string
 	Logger          *slog.Logger
@@ -77,7 +78,7 @@ func New(opts Options) http.Handler {
 	}
 	h := &handler{
 		manager: opts.Manager, store: opts.Store, log: opts.Logger, now: opts.Now,
-		sessions: newSessions(opts.ManagementToken, opts.SessionTTL, opts.Now),
+		sessions: newSessions(opts.Store, opts.Logger, opts.ManagementToken, opts.SessionTTL, opts.Now),
 		tokenSum: sha256.Sum256([]byte(opts.ManagementToken)),
 	}
 
@@ -221,12 +222,18 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 		h.render(w, r, nil, http.StatusUnauthorized, "login", "Log in", loginView{Next: next, Error: msg})
 		return
 	}
-	h.sessions.start(w, r)
+	if _, err := h.sessions.start(w, r); err != nil {
+		h.fail(w, r, nil, err)
+		return
+	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (h *handler) logout(w http.ResponseWriter, r *http.Request, sess *session) {
-	h.sessions.end(w, r, sess)
+	if err := h.sessions.end(w, r, sess); err != nil {
+		h.fail(w, r, sess, err)
+		return
+	}
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
 }
 

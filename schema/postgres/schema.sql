@@ -97,3 +97,15 @@ CREATE TABLE usage_daily (
 );
 CREATE INDEX usage_daily_project_day_idx ON usage_daily (project_id, day);
 CREATE INDEX usage_daily_token_day_idx ON usage_daily (token_id, day);
+
+-- Signed-in dashboard browsers (internal/admin). The cookie holds the
+-- session's secret; only a keyed hash of it is stored, so the table signs
+-- nobody in. Not carried by db copy, export or import.
+CREATE TABLE sessions (
+  secret_hash bytea       NOT NULL,
+  csrf_token  text        NOT NULL,
+  expires_at  timestamptz NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT sessions_pkey PRIMARY KEY (secret_hash)
+);
+CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);

@@ -101,3 +101,14 @@ CREATE TABLE usage_daily (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX usage_daily_project_day_idx ON usage_daily (project_id, day);
 CREATE INDEX usage_daily_token_day_idx ON usage_daily (token_id, day);
+
+-- Signed-in dashboard browsers (internal/admin). The cookie holds the
+-- session's secret; only a keyed hash of it is stored, so the table signs
+-- nobody in. Not carried by db copy, export or import.
+CREATE TABLE sessions (
+  secret_hash BLOB    NOT NULL PRIMARY KEY,
+  csrf_token  TEXT    NOT NULL,
+  expires_at  INTEGER NOT NULL,
+  created_at  INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
+) STRICT, WITHOUT ROWID;
+CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);

@@ -78,7 +78,7 @@ func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, erro
 func (s *Store) TableTruncateAll(ctx context.Context) error {
 	return s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
 		for _, deleteAll := range []func(context.Context, pgdb.DBTX) error{
-			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll,
+			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll, tx.q.SessionDeleteAll,
 		} {
 			if err := deleteAll(ctx, tx.db); err != nil {
 				return tx.fail(err)

@@ -82,7 +82,7 @@ func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, erro
 func (s *Store) TableTruncateAll(ctx context.Context) error {
 	_, err := inTx(ctx, s, func(tx *Store) (struct{}, error) {
 		for _, deleteAll := range []func(context.Context, sqlitedb.DBTX) error{
-			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll,
+			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll, tx.q.SessionDeleteAll,
 		} {
 			if err := deleteAll(ctx, tx.tx); err != nil {
 				return struct{}{}, mapError(err)

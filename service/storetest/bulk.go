@@ -420,6 +420,13 @@ var tableTruncateAllCases = []storeCase{
 		// The tables take rows again, the same ones included.
 		newFullRows().insert(t, s)
 	}},
+	{"EndsSessions", func(t *testing.T, s service.Store) {
+		sess := newSession(t, s, time.Hour)
+		if err := s.TableTruncateAll(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		assertSessionGone(t, s, sess, "after TableTruncateAll")
+	}},
 }
 
 var tableSequencesResetCases = []storeCase{

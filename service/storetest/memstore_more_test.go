@@ -260,6 +260,7 @@ func (m *memStore) TableTruncateAll(context.Context) error {
 	defer m.lock()()
 	m.st.projects, m.st.tokens = map[int64]service.Project{}, map[int64]service.Token{}
 	m.st.usage, m.st.daily, m.st.audit = nil, nil, nil
+	m.st.sessions = map[string]service.Session{}
 	return nil
 }
 
@@ -299,4 +300,44 @@ func (m *memStore) PoolStats() service.PoolStats {
 		stats.InUse, stats.Idle = 1, 0
 	}
 	return stats
+}
+
+func (m *memStore) SessionCreate(_ context.Context, p *service.SessionCreateParams) (*service.Session, error) {
+	defer m.lock()()
+	if _, taken := m.st.sessions[string(p.SecretHash)]; taken {
+		return nil, service.ErrConflict
+	}
+	row := service.Session{SecretHash: bytes.Clone(p.SecretHash), CSRFToken: p.CSRFToken, ExpiresAt: p.ExpiresAt.UTC(), CreatedAt: now()}
+	m.st.sessions[string(p.SecretHash)] = row
+	return &row, nil
+}
+
+func (m *memStore) SessionGetByHash(_ context.Context, secretHash []byte) (*service.Session, error) {
+	defer m.lock()()
+	row, ok := m.st.sessions[string(secretHash)]
+	if !ok || !now().Before(row.ExpiresAt) {
+		return nil, service.ErrNotFound
+	}
+	return &row, nil
+}
+
+func (m *memStore) SessionDelete(_ context.Context, secretHash []byte) error {
+	defer m.lock()()
+	if _, ok := m.st.sessions[string(secretHash)]; !ok {
+		return service.ErrNotFound
+	}
+	delete(m.st.sessions, string(secretHash))
+	return nil
+}
+
+func (m *memStore) SessionDeleteExpired(context.Context) (int64, error) {
+	defer m.lock()()
+	var n int64
+	for key, row := range m.st.sessions {
+		if !now().Before(row.ExpiresAt) {
+			delete(m.st.sessions, key)
+			n++
+		}
+	}
+	return n, nil
 }

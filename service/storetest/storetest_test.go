@@ -45,14 +45,15 @@ type memState struct {
 	usage    []service.UsageEvent // ascending id
 	daily    []service.UsageDaily // ascending key
 	audit    []service.AuditEvent // ascending id
-	lastIDs  map[string]int64     // each table's sequence
+	sessions map[string]service.Session
+	lastIDs  map[string]int64 // each table's sequence
 }
 
 func (st *memState) clone() *memState {
 	c := *st
 	c.projects, c.tokens = maps.Clone(st.projects), maps.Clone(st.tokens)
 	c.usage, c.daily, c.audit = slices.Clone(st.usage), slices.Clone(st.daily), slices.Clone(st.audit)
-	c.lastIDs = maps.Clone(st.lastIDs)
+	c.lastIDs, c.sessions = maps.Clone(st.lastIDs), maps.Clone(st.sessions)
 	return &c
 }
 
@@ -76,6 +77,7 @@ type memStore struct {
 func newMemStore() *memStore {
 	return &memStore{mu: new(sync.Mutex), txing: new(atomic.Bool), st: &memState{
 		projects: map[int64]service.Project{}, tokens: map[int64]service.Token{}, lastIDs: map[string]int64{},
+		sessions: map[string]service.Session{},
 	}}
 }
 
