@@ -216,6 +216,7 @@ var seedRows = map[migrate.Dialect][]seedRow{
 		{"usage_events", "id = 3001", `INSERT INTO usage_events (id, token_id, project_id, method, path, status, created_at) VALUES (3001, 2001, 1001, 'POST', '/v1/chat/completions', 200, 1700000000000)`},
 		{"usage_daily", "day = 1699920000000 AND model = 'm'", `INSERT INTO usage_daily (day, project_id, token_id, model, requests, errors, prompt_tokens, completion_tokens, total_tokens) VALUES (1699920000000, 1001, 2001, 'm', 2, 1, 3, 4, 7)`},
 		{"audit_events", "id = 4001", `INSERT INTO audit_events (id, actor, action, project_id, result) VALUES (4001, 'admin', 'project.create', 1001, 'ok')`},
+		{"sessions", "secret_hash = x'05'", `INSERT INTO sessions (secret_hash, csrf_token, expires_at) VALUES (x'05', 'csrf', 4102444800000)`},
 	},
 	migrate.Postgres: {
 		{"projects", "id = 1001", `INSERT INTO projects (id, name, api_key_ciphertext, api_key_hint) VALUES (1001, 'upgrade', '\x00', 'sk-...1234')`},
@@ -223,6 +224,7 @@ var seedRows = map[migrate.Dialect][]seedRow{
 		{"usage_events", "id = 3001", `INSERT INTO usage_events (id, token_id, project_id, method, path, status, created_at) VALUES (3001, 2001, 1001, 'POST', '/v1/chat/completions', 200, '2023-11-14T22:13:20Z')`},
 		{"usage_daily", "day = '2023-11-14' AND model = 'm'", `INSERT INTO usage_daily (day, project_id, token_id, model, requests, errors, prompt_tokens, completion_tokens, total_tokens) VALUES ('2023-11-14', 1001, 2001, 'm', 2, 1, 3, 4, 7)`},
 		{"audit_events", "id = 4001", `INSERT INTO audit_events (id, actor, action, project_id, result) VALUES (4001, 'admin', 'project.create', 1001, 'ok')`},
+		{"sessions", `secret_hash = '\x05'`, `INSERT INTO sessions (secret_hash, csrf_token, expires_at) VALUES ('\x05', 'csrf', '2100-01-01T00:00:00Z')`},
 	},
 }
 

@@ -46,8 +46,8 @@ func dumpLimit(limit int) int64 {
 	return int64(limit)
 }
 
-// Dumper reads whole tables, rows exactly as stored, for db copy and export.
-// Both adapters implement it; a service.Store from Open can be asserted to it.
+// Dumper reads whole tables, rows exactly as stored, for db copy and export:
+// a Store is one.
 type Dumper interface {
 	ProjectDump(ctx context.Context, params *DumpParams) ([]*Project, error)
 	TokenDump(ctx context.Context, params *DumpParams) ([]*Token, error)
@@ -59,32 +59,14 @@ type Dumper interface {
 }
 
 // Loader writes rows exactly as given, ids and times included (SQLite keeps
-// milliseconds). Each call writes all of its rows or none.
+// milliseconds). Each call writes all of its rows or none. A Store is one,
+// and so is the stream Export writes.
 type Loader interface {
 	ProjectInsertFullMany(ctx context.Context, rows []*Project) error
 	TokenInsertFullMany(ctx context.Context, rows []*Token) error
 	UsageInsertFullMany(ctx context.Context, rows []*UsageEvent) error
 	UsageDailyInsertFullMany(ctx context.Context, rows []*UsageDaily) error
 	AuditInsertFullMany(ctx context.Context, rows []*AuditEvent) error
-}
-
-// BulkStore is a database that Copy and Import can empty, fill and verify.
-type BulkStore interface {
-	Dumper
-	Loader
-	// TableTruncateAll deletes every row of every table, in one transaction.
-	TableTruncateAll(ctx context.Context) error
-	// TableSequencesReset makes the next id each table generates follow its
-	// largest id, and returns those next ids keyed by table name (tables
-	// without ids, such as usage_daily, are left out).
-	TableSequencesReset(ctx context.Context) (map[string]int64, error)
-}
-
-// Backuper is a store that writes a consistent copy of its database to a
-// file while it stays in use (SQLite's VACUUM INTO).
-type Backuper interface {
-	// Backup writes the copy to path, which must not exist yet.
-	Backup(ctx context.Context, path string) error
 }
 
 // ErrTargetNotEmpty refuses to copy or import into a database that has rows.
@@ -147,7 +129,7 @@ type TableReport struct {
 // both databases are read back: the row counts and checksums of each table
 // must equal those of the rows copied, else the error is a *VerifyError
 // naming the table (for the source: it was written to during the copy).
-func Copy(ctx context.Context, src Dumper, dst BulkStore, opts CopyOptions) ([]TableReport, error) {
+func Copy(ctx context.Context, src Dumper, dst Store, opts CopyOptions) ([]TableReport, error) {
 	totals, err := src.TableCounts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("source: count rows: %w", err)
@@ -187,7 +169,7 @@ func Export(ctx context.Context, src Dumper, w io.Writer, opts CopyOptions) ([]T
 
 // Import loads the JSON lines Export writes into dst, like Copy: dst must be
 // empty unless opts.Force, and it is verified against the rows read.
-func Import(ctx context.Context, r io.Reader, dst BulkStore, opts CopyOptions) ([]TableReport, error) {
+func Import(ctx context.Context, r io.Reader, dst Store, opts CopyOptions) ([]TableReport, error) {
 	return load(ctx, newJSONLinesReader(r), nil, dst, opts)
 }
 
@@ -223,7 +205,7 @@ type rowSource interface {
 
 // load empties dst if allowed, copies src into it, resets its sequences and
 // verifies it against what was copied.
-func load(ctx context.Context, src rowSource, totals map[string]int64, dst BulkStore, opts CopyOptions) ([]TableReport, error) {
+func load(ctx context.Context, src rowSource, totals map[string]int64, dst Store, opts CopyOptions) ([]TableReport, error) {
 	counts, err := dst.TableCounts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("target: count rows: %w", err)

@@ -23,16 +23,9 @@ import (
 	"github.com/llmproxy/llmproxy/service/sqlitestore"
 )
 
-// bulkStore is what the tests need of a backend: the Store to fill it and
-// the bulk methods to copy it.
-type bulkStore interface {
-	service.Store
-	service.BulkStore
-}
-
 type backend struct {
 	name string
-	open func(t *testing.T) bulkStore
+	open func(t *testing.T) service.Store
 }
 
 var backends = []backend{
@@ -46,7 +39,7 @@ var directions = []struct{ from, to backend }{
 	{backends[1], backends[0]},
 }
 
-func newSQLite(t *testing.T) bulkStore {
+func newSQLite(t *testing.T) service.Store {
 	t.Helper()
 	s, err := sqlitestore.Open(t.Context(), service.Config{SQLitePath: filepath.Join(t.TempDir(), "copy.db")})
 	if err != nil {
@@ -56,7 +49,7 @@ func newSQLite(t *testing.T) bulkStore {
 	return s
 }
 
-func newPostgres(t *testing.T) bulkStore {
+func newPostgres(t *testing.T) service.Store {
 	t.Helper()
 	key, err := migrate.Fingerprint(migrate.Postgres)
 	if err != nil {
@@ -114,7 +107,7 @@ func fill(t *testing.T, s service.Store, usageRows int) map[string]int64 {
 	if _, err := s.TokenAdmit(ctx, tokens[1].ID); err != nil { // sets last_used_at
 		t.Fatalf("TokenAdmit: %v", err)
 	}
-	if _, _, err := s.(service.TokenAdmitter).TokenAdmitByHash(ctx, tokens[0].SecretHash, 1, 3); err != nil { // holds a lease's reservation
+	if _, _, err := s.TokenAdmitByHash(ctx, &service.TokenAdmitByHashParams{SecretHash: tokens[0].SecretHash, N: 1, Reserve: 3, Lease: service.MaxAdmissionLease}); err != nil { // holds a lease and its reservation
 		t.Fatalf("TokenAdmitByHash: %v", err)
 	}
 	inactive := false
@@ -185,7 +178,7 @@ func rollUp(t *testing.T, s service.Store, tokens []*service.Token) int64 {
 	if _, err := s.UsageInsertBatch(t.Context(), events); err != nil {
 		t.Fatalf("UsageInsertBatch: %v", err)
 	}
-	result, err := s.(service.UsagePruner).UsagePrune(t.Context(), &service.UsagePruneParams{Before: start.AddDate(0, 0, days)})
+	result, err := s.UsagePrune(t.Context(), &service.UsagePruneParams{Before: start.AddDate(0, 0, days)})
 	if err != nil || result.Events != int64(len(events)) {
 		t.Fatalf("UsagePrune = %+v, %v; want %d events rolled up", result, err, len(events))
 	}
@@ -258,26 +251,26 @@ func TestCopyRefusesNonEmptyTarget(t *testing.T) {
 }
 
 // lossyTarget loses the last usage event of every batch it is given.
-type lossyTarget struct{ bulkStore }
+type lossyTarget struct{ service.Store }
 
 func (l lossyTarget) UsageInsertFullMany(ctx context.Context, rows []*service.UsageEvent) error {
-	return l.bulkStore.UsageInsertFullMany(ctx, rows[:len(rows)-1])
+	return l.Store.UsageInsertFullMany(ctx, rows[:len(rows)-1])
 }
 
 // alteringTarget changes the model of every usage event it writes.
-type alteringTarget struct{ bulkStore }
+type alteringTarget struct{ service.Store }
 
 func (a alteringTarget) UsageInsertFullMany(ctx context.Context, rows []*service.UsageEvent) error {
 	for _, r := range rows {
 		r.Model += "!"
 	}
-	return a.bulkStore.UsageInsertFullMany(ctx, rows)
+	return a.Store.UsageInsertFullMany(ctx, rows)
 }
 
 // writtenSource is a source that is written to while it is copied: a token
 // is revoked once its table has been read.
 type writtenSource struct {
-	bulkStore
+	service.Store
 	t *testing.T
 }
 
@@ -288,30 +281,30 @@ func (w writtenSource) UsageDump(ctx context.Context, p *service.DumpParams) ([]
 			w.t.Errorf("TokenUpdate: %v", err)
 		}
 	}
-	return w.bulkStore.UsageDump(ctx, p)
+	return w.Store.UsageDump(ctx, p)
 }
 
 func TestCopyVerifies(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name    string
-		copy    func(t *testing.T, src, dst bulkStore) error
+		copy    func(t *testing.T, src, dst service.Store) error
 		table   string
 		message string
 	}{
-		{"TargetMissesRows", func(t *testing.T, src, dst bulkStore) error {
+		{"TargetMissesRows", func(t *testing.T, src, dst service.Store) error {
 			_, err := service.Copy(t.Context(), src, lossyTarget{dst}, service.CopyOptions{})
 			return err
 		}, service.TableUsageEvents, "target has 1198 rows, 1200 were copied"},
-		{"TargetDiffers", func(t *testing.T, src, dst bulkStore) error {
+		{"TargetDiffers", func(t *testing.T, src, dst service.Store) error {
 			_, err := service.Copy(t.Context(), src, alteringTarget{dst}, service.CopyOptions{})
 			return err
 		}, service.TableUsageEvents, "target checksum"},
-		{"SourceWrittenDuringCopy", func(t *testing.T, src, dst bulkStore) error {
+		{"SourceWrittenDuringCopy", func(t *testing.T, src, dst service.Store) error {
 			_, err := service.Copy(t.Context(), writtenSource{src, t}, dst, service.CopyOptions{})
 			return err
 		}, service.TableTokens, "source checksum"},
-		{"SourceWrittenDuringExport", func(t *testing.T, src, _ bulkStore) error {
+		{"SourceWrittenDuringExport", func(t *testing.T, src, _ service.Store) error {
 			_, err := service.Export(t.Context(), writtenSource{src, t}, &bytes.Buffer{}, service.CopyOptions{})
 			return err
 		}, service.TableTokens, "source checksum"},
@@ -419,9 +412,9 @@ func TestImportRejectsBadInput(t *testing.T) {
 	}
 }
 
-// TestImportReadsExportsMadeBeforeRequestsReserved: a column added later
-// may be missing and loads as its zero value.
-func TestImportReadsExportsMadeBeforeRequestsReserved(t *testing.T) {
+// TestImportReadsExportsMadeBeforeLaterColumns: a column added later
+// (requests_reserved, lease_until) may be missing and loads as its zero value.
+func TestImportReadsExportsMadeBeforeLaterColumns(t *testing.T) {
 	t.Parallel()
 	input := `{"table":"projects","row":{"id":1,"name":"p","api_key_ciphertext":"AQ==","api_key_hint":"h","is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z"}}
 {"table":"tokens","row":{"id":1,"project_id":1,"secret_hash":"AQ==","token_prefix":"sk","expires_at":"2025-01-01T00:00:00Z","max_requests":null,"request_count":4,"is_active":true,"created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z","last_used_at":null}}
@@ -431,8 +424,8 @@ func TestImportReadsExportsMadeBeforeRequestsReserved(t *testing.T) {
 		t.Fatalf("Import: %v", err)
 	}
 	tok, err := s.TokenGetByID(t.Context(), 1)
-	if err != nil || tok.RequestCount != 4 || tok.RequestsReserved != 0 {
-		t.Fatalf("imported token = %+v, %v; want RequestCount 4, RequestsReserved 0", tok, err)
+	if err != nil || tok.RequestCount != 4 || tok.RequestsReserved != 0 || tok.LeaseUntil != nil {
+		t.Fatalf("imported token = %+v, %v; want RequestCount 4, RequestsReserved 0, no LeaseUntil", tok, err)
 	}
 }
 
@@ -495,8 +488,10 @@ func assertSameRows(t *testing.T, a, b service.Dumper) {
 	})
 	compareTable(t, a.TokenDump, b.TokenDump, all, func(r *service.Token) {
 		r.ExpiresAt, r.CreatedAt, r.UpdatedAt = ms(r.ExpiresAt), ms(r.CreatedAt), ms(r.UpdatedAt)
-		if r.LastUsedAt != nil {
-			*r.LastUsedAt = ms(*r.LastUsedAt)
+		for _, at := range []*time.Time{r.LastUsedAt, r.LeaseUntil} {
+			if at != nil {
+				*at = ms(*at)
+			}
 		}
 	})
 	compareTable(t, a.UsageDump, b.UsageDump, all, func(r *service.UsageEvent) { r.CreatedAt = ms(r.CreatedAt) })

@@ -20,6 +20,8 @@ var (
 	ErrProjectInactive = errors.New("project inactive")
 	// ErrUnavailable means the database could not be reached; callers may retry.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrNotImplemented is a Store method this backend cannot provide.
+	ErrNotImplemented = errors.New("not implemented by this database backend")
 )
 
 // AdmitOrExplain runs admit, a backend's atomic admission statement for n
@@ -54,12 +56,26 @@ func AdmitOrExplain[T any](ctx context.Context, s Store, n int64, admit func() (
 	}
 }
 
-// CheckAdmission refuses a TokenAdmitByHash that asks for nothing.
-func CheckAdmission(n, reserve int64) error {
-	if n < 0 || reserve < 0 || n+reserve < 1 {
-		return fmt.Errorf("%w: admit %d requests reserving %d", ErrInvalid, n, reserve)
+// CheckAdmission refuses a TokenAdmitByHash that asks for nothing, or for
+// a lease out of range.
+func CheckAdmission(p *TokenAdmitByHashParams) error {
+	if p.N < 0 || p.Reserve < 0 || p.N+p.Reserve < 1 {
+		return fmt.Errorf("%w: admit %d requests reserving %d", ErrInvalid, p.N, p.Reserve)
+	}
+	if p.Lease < 0 || p.Lease > MaxAdmissionLease {
+		return fmt.Errorf("%w: admission lease %v, want 0 to %v", ErrInvalid, p.Lease, MaxAdmissionLease)
 	}
 	return nil
+}
+
+// LeaseIn returns lease in whole units of unit, rounded up, plus one: the
+// database's clock reads a time truncated to unit, and a recorded lease
+// must not end before the caller's.
+func LeaseIn(lease, unit time.Duration) int64 {
+	if lease <= 0 {
+		return 0
+	}
+	return int64((lease+unit-1)/unit) + 1
 }
 
 // CheckSettlement refuses a TokenSettleReserved that could never apply.

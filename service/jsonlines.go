@@ -39,7 +39,8 @@ type (
 		UpdatedAt    time.Time  `json:"updated_at"`
 		LastUsedAt   *time.Time `json:"last_used_at"`
 		// Added after the first release: exports made before may lack it.
-		RequestsReserved int64 `json:"requests_reserved" optional:"true"`
+		RequestsReserved int64      `json:"requests_reserved" optional:"true"`
+		LeaseUntil       *time.Time `json:"lease_until" optional:"true"`
 	}
 	usageLine struct {
 		ID               int64     `json:"id"`

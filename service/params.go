@@ -59,6 +59,17 @@ type TokenCreateParams struct {
 	MaxRequests *int64 // nil: unlimited
 }
 
+// TokenAdmitByHashParams admit N ≥ 0 requests on the token with this
+// secret hash and reserve Reserve ≥ 0 more (N + Reserve ≥ 1), which the
+// caller may admit without asking again for Lease (0 ≤ Lease ≤
+// MaxAdmissionLease; 0: none) from before the call.
+type TokenAdmitByHashParams struct {
+	SecretHash []byte
+	N          int64
+	Reserve    int64
+	Lease      time.Duration
+}
+
 // TokenListParams pages tokens in ascending id order.
 type TokenListParams struct {
 	ProjectID *int64 // nil: all projects
@@ -143,4 +154,10 @@ type AuditListParams struct {
 	ProjectID *int64
 	BeforeID  int64 // 0: from the newest
 	Limit     int
+}
+
+type SessionCreateParams struct {
+	SecretHash []byte
+	CSRFToken  string
+	ExpiresAt  time.Time
 }

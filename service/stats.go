@@ -11,8 +11,3 @@ type PoolStats struct {
 	WaitCount    int64         // acquisitions that had to wait, since open
 	WaitDuration time.Duration // total time spent waiting, since open
 }
-
-// PoolStatser is implemented by stores that keep a connection pool.
-type PoolStatser interface {
-	PoolStats() PoolStats
-}

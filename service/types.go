@@ -35,6 +35,9 @@ type Token struct {
 	// RequestsReserved is the part of RequestCount that proxies reserved
 	// for admission leases and have not yet used or given back.
 	RequestsReserved int64
+	// LeaseUntil is the latest end of an admission lease granted for the
+	// token, by the database's clock; nil: none yet.
+	LeaseUntil *time.Time
 }
 
 // UsageEvent is one forwarded request.
@@ -94,7 +97,7 @@ type RevokeResult struct {
 }
 
 // UsageDaily is the usage of one token with one model on one UTC day, summed
-// from the raw usage events that pruning rolled up (see UsagePruner).
+// from the raw usage events that pruning rolled up (see Store.UsagePrune).
 type UsageDaily struct {
 	Day              time.Time // the UTC midnight starting the day
 	ProjectID        int64
@@ -110,4 +113,13 @@ type UsageDaily struct {
 // Key returns the row's primary key.
 func (d *UsageDaily) Key() UsageDailyKey {
 	return UsageDailyKey{Day: d.Day, ProjectID: d.ProjectID, TokenID: d.TokenID, Model: d.Model}
+}
+
+// Session is a browser signed in to the dashboard. Only a keyed hash of
+// the secret in its cookie is stored.
+type Session struct {
+	SecretHash []byte
+	CSRFToken  string // the form token bound to the session
+	ExpiresAt  time.Time
+	CreatedAt  time.Time
 }

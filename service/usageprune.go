@@ -8,8 +8,7 @@ import (
 	"time"
 )
 
-// UsagePruner is implemented by stores that keep usage_events bounded: raw
-// events past the retention are rolled up into usage_daily (UsageDaily,
+// Store.UsagePrune keeps usage_events bounded: raw events past the retention are rolled up into usage_daily (UsageDaily,
 // one row per UTC day, project, token and model) and deleted. The rules:
 //
 //   - Whole UTC days only. The cut-off, params.Before, is rounded down to
@@ -35,9 +34,6 @@ import (
 // before and after pruning; a bound inside a rolled-up day counts that day
 // wholly or not at all, by its midnight: rolled-up usage has a precision of
 // one day. UsageList lists raw events only.
-type UsagePruner interface {
-	UsagePrune(ctx context.Context, params *UsagePruneParams) (*UsagePruneResult, error)
-}
 
 // DefaultUsagePruneBatchSize is the number of raw events UsagePrune rolls up
 // per transaction: about 15 ms of work on SQLite and 20 ms on Postgres on a

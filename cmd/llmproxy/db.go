@@ -155,17 +155,8 @@ func dbCopy(ctx context.Context, from, to service.Config, opts service.CopyOptio
 	}
 	defer dst.Close()
 
-	srcBulk, err := bulk(src)
-	if err != nil {
-		return err
-	}
-	dstBulk, err := bulk(dst)
-	if err != nil {
-		return err
-	}
-
 	opts.Progress = newProgressPrinter(stderr)
-	reports, err := service.Copy(ctx, srcBulk, dstBulk, opts)
+	reports, err := service.Copy(ctx, src, dst, opts)
 	if err != nil {
 		return copyError("db copy", err)
 	}
@@ -189,11 +180,7 @@ func dbBackup(ctx context.Context, getenv func(string) string, file string, stdo
 		return fmt.Errorf("DATABASE_PATH: %w", err)
 	}
 	defer store.Close()
-	backuper, ok := store.(service.Backuper)
-	if !ok {
-		return fmt.Errorf("db backup: the %s backend cannot make backups", cfg.Driver)
-	}
-	if err := backuper.Backup(ctx, file); err != nil {
+	if err := store.Backup(ctx, file); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("db backup: %s already exists; choose a new file name", file)
 		}
@@ -229,13 +216,9 @@ func dbExport(ctx context.Context, getenv func(string) string, file string, opts
 		return fmt.Errorf("%s: %w", locationVariable(cfg), err)
 	}
 	defer store.Close()
-	src, err := bulk(store)
-	if err != nil {
-		return err
-	}
 
 	opts.Progress = newProgressPrinter(stderr)
-	reports, err := service.Export(ctx, src, out, opts)
+	reports, err := service.Export(ctx, store, out, opts)
 	if err != nil {
 		return copyError("db export", err)
 	}
@@ -264,27 +247,13 @@ func dbImport(ctx context.Context, getenv func(string) string, file string, stdi
 	}
 	defer store.Close()
 
-	dst, err := bulk(store)
-	if err != nil {
-		return err
-	}
-
 	opts.Progress = newProgressPrinter(stderr)
-	reports, err := service.Import(ctx, in, dst, opts)
+	reports, err := service.Import(ctx, in, store, opts)
 	if err != nil {
 		return copyError("db import "+file, err)
 	}
 	printReports(stdout, reports, true)
 	return nil
-}
-
-// bulk returns the bulk methods of a store that service.Open returned.
-func bulk(store service.Store) (service.BulkStore, error) {
-	b, ok := store.(service.BulkStore)
-	if !ok {
-		return nil, fmt.Errorf("this backend (%T) cannot copy its rows", store)
-	}
-	return b, nil
 }
 
 func copyError(what string, err error) error {

@@ -76,7 +76,7 @@ func seedDatabase(t *testing.T, cfg service.Config) {
 	if _, err := s.UsageInsertBatch(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.(service.UsagePruner).UsagePrune(ctx, &service.UsagePruneParams{Before: time.Now().Add(-48 * time.Hour)}); err != nil {
+	if _, err := s.UsagePrune(ctx, &service.UsagePruneParams{Before: time.Now().Add(-48 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.AuditInsert(ctx, &service.AuditInsertParams{

@@ -86,9 +86,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer store.Close()
 	log.Info("store open", "driver", cfg.Storage.Driver)
-	if pruner, ok := store.(service.UsagePruner); ok && cfg.UsageRetentionDays > 0 {
+	if cfg.UsageRetentionDays > 0 {
 		// Stopped and waited for before the store closes (defers run last first).
-		stop := startRetention(ctx, pruner, usage.RetentionOptions{
+		stop := startRetention(ctx, store, usage.RetentionOptions{
 			Days: cfg.UsageRetentionDays, Interval: usageRetentionInterval, Logger: log,
 		})
 		defer stop()
@@ -103,9 +103,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	recorder := usage.NewRecorder(store, usage.Options{Logger: log, BatchSize: usageBatchSize(cfg.Storage.Driver)})
 	m.GaugeFunc("llmproxy_usage_queue_depth", "Usage events accepted but not yet written to the database.",
 		func() float64 { return float64(recorder.Depth()) })
-	if pool, ok := store.(service.PoolStatser); ok {
-		m.DatabasePool(pool.PoolStats)
-	}
+	m.DatabasePool(store.PoolStats)
 	manager := manage.New(store, cfg.Keys, log)
 	var accessLog *slog.Logger
 	if cfg.AccessLog {
@@ -224,7 +222,7 @@ func shutdown(ctx context.Context, log *slog.Logger, srv *http.Server, inflight 
 
 // startRetention runs usage.RunRetention in the background; the function
 // it returns stops it and waits until it has.
-func startRetention(ctx context.Context, pruner service.UsagePruner, opts usage.RetentionOptions) (stop func()) {
+func startRetention(ctx context.Context, pruner service.Store, opts usage.RetentionOptions) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

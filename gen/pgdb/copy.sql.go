@@ -201,7 +201,7 @@ func (q *Queries) TokenDeleteAll(ctx context.Context, db DBTX) error {
 }
 
 const tokenDump = `-- name: TokenDump :many
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until FROM tokens
 WHERE id > $1
 ORDER BY id
 LIMIT $2::bigint
@@ -234,6 +234,7 @@ func (q *Queries) TokenDump(ctx context.Context, db DBTX, arg *TokenDumpParams) 
 			&i.UpdatedAt,
 			&i.LastUsedAt,
 			&i.RequestsReserved,
+			&i.LeaseUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -258,6 +259,7 @@ type TokenInsertFullManyParams struct {
 	UpdatedAt        time.Time
 	LastUsedAt       *time.Time
 	RequestsReserved int64
+	LeaseUntil       *time.Time
 }
 
 const usageDailyDeleteAll = `-- name: UsageDailyDeleteAll :exec

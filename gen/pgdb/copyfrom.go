@@ -120,6 +120,7 @@ func (r iteratorForTokenInsertFullMany) Values() ([]interface{}, error) {
 		r.rows[0].UpdatedAt,
 		r.rows[0].LastUsedAt,
 		r.rows[0].RequestsReserved,
+		r.rows[0].LeaseUntil,
 	}, nil
 }
 
@@ -128,7 +129,7 @@ func (r iteratorForTokenInsertFullMany) Err() error {
 }
 
 func (q *Queries) TokenInsertFullMany(ctx context.Context, db DBTX, arg []*TokenInsertFullManyParams) (int64, error) {
-	return db.CopyFrom(ctx, []string{"tokens"}, []string{"id", "project_id", "secret_hash", "token_prefix", "expires_at", "max_requests", "request_count", "is_active", "created_at", "updated_at", "last_used_at", "requests_reserved"}, &iteratorForTokenInsertFullMany{rows: arg})
+	return db.CopyFrom(ctx, []string{"tokens"}, []string{"id", "project_id", "secret_hash", "token_prefix", "expires_at", "max_requests", "request_count", "is_active", "created_at", "updated_at", "last_used_at", "requests_reserved", "lease_until"}, &iteratorForTokenInsertFullMany{rows: arg})
 }
 
 // iteratorForUsageDailyInsertFullMany implements pgx.CopyFromSource.

@@ -29,6 +29,13 @@ type Project struct {
 	UpdatedAt        time.Time
 }
 
+type Session struct {
+	SecretHash []byte
+	CsrfToken  string
+	ExpiresAt  time.Time
+	CreatedAt  time.Time
+}
+
 type Token struct {
 	ID               int64
 	ProjectID        int64
@@ -42,6 +49,7 @@ type Token struct {
 	UpdatedAt        time.Time
 	LastUsedAt       *time.Time
 	RequestsReserved int64
+	LeaseUntil       *time.Time
 }
 
 type UsageDaily struct {

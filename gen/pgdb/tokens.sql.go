@@ -19,7 +19,7 @@ WHERE tokens.id = $1
   AND expires_at > now()
   AND (max_requests IS NULL OR request_count < max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 `
 
 // Counts one request if and only if every admission rule holds, atomically.
@@ -39,16 +39,20 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
 
 const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
-WITH arg AS (SELECT $2::bigint AS n, $3::bigint AS reserve)
+WITH arg AS (SELECT $2::bigint AS n, $3::bigint AS reserve, $4::bigint AS lease_us)
 UPDATE tokens SET
   request_count     = tokens.request_count + arg.n + arg.reserve,
   requests_reserved = tokens.requests_reserved + arg.reserve,
-  last_used_at      = now()
+  last_used_at      = now(),
+  lease_until       = CASE WHEN arg.lease_us > 0
+    THEN GREATEST(tokens.lease_until, now() + arg.lease_us * interval '1 microsecond')
+    ELSE tokens.lease_until END
 FROM projects p, arg
 WHERE tokens.secret_hash = $1
   AND p.id = tokens.project_id
@@ -56,13 +60,14 @@ WHERE tokens.secret_hash = $1
   AND tokens.is_active
   AND tokens.expires_at > now()
   AND (tokens.max_requests IS NULL OR tokens.request_count + arg.n + arg.reserve <= tokens.max_requests)
-RETURNING tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, tokens.requests_reserved, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at
+RETURNING tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, tokens.requests_reserved, tokens.lease_until, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at
 `
 
 type TokenAdmitByHashParams struct {
 	SecretHash []byte
 	N          int64
 	Reserve    int64
+	LeaseUs    int64
 }
 
 type TokenAdmitByHashRow struct {
@@ -73,9 +78,15 @@ type TokenAdmitByHashRow struct {
 // TokenAdmit of n requests at once (all or none) by the secret's hash, also
 // returning the token's project, so the proxy authenticates and admits in one
 // round trip. It also counts, and notes as reserved, reserve requests the
-// proxy may admit later; a limit must leave room for them too.
+// proxy may admit later; a limit must leave room for them too. A lease of
+// lease_us > 0 is recorded: lease_until becomes at least now() + lease_us.
 func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmitByHashParams) (*TokenAdmitByHashRow, error) {
-	row := db.QueryRow(ctx, tokenAdmitByHash, arg.SecretHash, arg.N, arg.Reserve)
+	row := db.QueryRow(ctx, tokenAdmitByHash,
+		arg.SecretHash,
+		arg.N,
+		arg.Reserve,
+		arg.LeaseUs,
+	)
 	var i TokenAdmitByHashRow
 	err := row.Scan(
 		&i.Token.ID,
@@ -90,6 +101,7 @@ func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmit
 		&i.Token.UpdatedAt,
 		&i.Token.LastUsedAt,
 		&i.Token.RequestsReserved,
+		&i.Token.LeaseUntil,
 		&i.Project.ID,
 		&i.Project.Name,
 		&i.Project.ApiKeyCiphertext,
@@ -102,7 +114,7 @@ func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmit
 }
 
 const tokenAuthenticate = `-- name: TokenAuthenticate :one
-SELECT t.id, t.project_id, t.secret_hash, t.token_prefix, t.expires_at, t.max_requests, t.request_count, t.is_active, t.created_at, t.updated_at, t.last_used_at, t.requests_reserved, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at, t.expires_at <= now() AS expired
+SELECT t.id, t.project_id, t.secret_hash, t.token_prefix, t.expires_at, t.max_requests, t.request_count, t.is_active, t.created_at, t.updated_at, t.last_used_at, t.requests_reserved, t.lease_until, p.id, p.name, p.api_key_ciphertext, p.api_key_hint, p.is_active, p.created_at, p.updated_at, t.expires_at <= now() AS expired
 FROM tokens t JOIN projects p ON p.id = t.project_id
 WHERE t.secret_hash = $1
 `
@@ -131,6 +143,7 @@ func (q *Queries) TokenAuthenticate(ctx context.Context, db DBTX, secretHash []b
 		&i.Token.UpdatedAt,
 		&i.Token.LastUsedAt,
 		&i.Token.RequestsReserved,
+		&i.Token.LeaseUntil,
 		&i.Project.ID,
 		&i.Project.Name,
 		&i.Project.ApiKeyCiphertext,
@@ -158,7 +171,7 @@ const tokenCreate = `-- name: TokenCreate :one
 INSERT INTO tokens (project_id, secret_hash, token_prefix, expires_at, max_requests)
 SELECT $1::bigint, $2::bytea, $3::text, $4::timestamptz, $5::bigint
 WHERE EXISTS (SELECT 1 FROM projects WHERE id = $1::bigint AND is_active)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 `
 
 type TokenCreateParams struct {
@@ -192,12 +205,13 @@ func (q *Queries) TokenCreate(ctx context.Context, db DBTX, arg *TokenCreatePara
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
 
 const tokenGetByHash = `-- name: TokenGetByHash :one
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens WHERE secret_hash = $1
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until FROM tokens WHERE secret_hash = $1
 `
 
 func (q *Queries) TokenGetByHash(ctx context.Context, db DBTX, secretHash []byte) (*Token, error) {
@@ -216,12 +230,13 @@ func (q *Queries) TokenGetByHash(ctx context.Context, db DBTX, secretHash []byte
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
 
 const tokenGetByID = `-- name: TokenGetByID :one
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens WHERE id = $1
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until FROM tokens WHERE id = $1
 `
 
 func (q *Queries) TokenGetByID(ctx context.Context, db DBTX, id int64) (*Token, error) {
@@ -240,12 +255,41 @@ func (q *Queries) TokenGetByID(ctx context.Context, db DBTX, id int64) (*Token, 
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
 
+const tokenLeaseRemaining = `-- name: TokenLeaseRemaining :one
+SELECT COALESCE(CAST(EXTRACT(EPOCH FROM max(lease_until) - clock_timestamp()) * 1000000 AS bigint), 0)::bigint AS remaining_us
+FROM tokens WHERE id = $1
+`
+
+// How long the token's latest admission lease has left, in microseconds by
+// the database's clock; 0 or less: none outstanding.
+func (q *Queries) TokenLeaseRemaining(ctx context.Context, db DBTX, id int64) (int64, error) {
+	row := db.QueryRow(ctx, tokenLeaseRemaining, id)
+	var remaining_us int64
+	err := row.Scan(&remaining_us)
+	return remaining_us, err
+}
+
+const tokenLeaseRemainingForProject = `-- name: TokenLeaseRemainingForProject :one
+SELECT COALESCE(CAST(EXTRACT(EPOCH FROM max(lease_until) - clock_timestamp()) * 1000000 AS bigint), 0)::bigint AS remaining_us
+FROM tokens WHERE project_id = $1
+`
+
+// TokenLeaseRemaining of the latest lease among the project's tokens. Run
+// after TokenLockForLeases, in its transaction.
+func (q *Queries) TokenLeaseRemainingForProject(ctx context.Context, db DBTX, projectID int64) (int64, error) {
+	row := db.QueryRow(ctx, tokenLeaseRemainingForProject, projectID)
+	var remaining_us int64
+	err := row.Scan(&remaining_us)
+	return remaining_us, err
+}
+
 const tokenList = `-- name: TokenList :many
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until FROM tokens
 WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
   AND id > $2
 ORDER BY id
@@ -280,6 +324,7 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 			&i.UpdatedAt,
 			&i.LastUsedAt,
 			&i.RequestsReserved,
+			&i.LeaseUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -289,6 +334,20 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 		return nil, err
 	}
 	return items, nil
+}
+
+const tokenLockForLeases = `-- name: TokenLockForLeases :exec
+LOCK TABLE tokens IN SHARE MODE
+`
+
+// Waits until every statement writing tokens that started before it has
+// committed, and holds off new ones until its transaction ends. An
+// admission takes its snapshot after locking the table, so one that read a
+// project as it was before a committed change has recorded its lease by
+// the time this returns.
+func (q *Queries) TokenLockForLeases(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, tokenLockForLeases)
+	return err
 }
 
 const tokenRevokeAllForProject = `-- name: TokenRevokeAllForProject :execrows
@@ -307,7 +366,7 @@ func (q *Queries) TokenRevokeAllForProject(ctx context.Context, db DBTX, project
 const tokenSetActive = `-- name: TokenSetActive :one
 UPDATE tokens SET is_active = $1, updated_at = now()
 WHERE id = $2
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 `
 
 type TokenSetActiveParams struct {
@@ -331,6 +390,7 @@ func (q *Queries) TokenSetActive(ctx context.Context, db DBTX, arg *TokenSetActi
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
@@ -338,7 +398,7 @@ func (q *Queries) TokenSetActive(ctx context.Context, db DBTX, arg *TokenSetActi
 const tokenSetMaxRequests = `-- name: TokenSetMaxRequests :one
 UPDATE tokens SET max_requests = $1, updated_at = now()
 WHERE id = $2
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 `
 
 type TokenSetMaxRequestsParams struct {
@@ -362,6 +422,7 @@ func (q *Queries) TokenSetMaxRequests(ctx context.Context, db DBTX, arg *TokenSe
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }

@@ -224,7 +224,7 @@ func (q *Queries) TokenDeleteAll(ctx context.Context, db DBTX) error {
 }
 
 const tokenDump = `-- name: TokenDump :many
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until FROM tokens
 WHERE id > ?1
 ORDER BY id
 LIMIT ?2
@@ -257,6 +257,7 @@ func (q *Queries) TokenDump(ctx context.Context, db DBTX, arg *TokenDumpParams) 
 			&i.UpdatedAt,
 			&i.LastUsedAt,
 			&i.RequestsReserved,
+			&i.LeaseUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -274,7 +275,7 @@ func (q *Queries) TokenDump(ctx context.Context, db DBTX, arg *TokenDumpParams) 
 const tokenInsertFullMany = `-- name: TokenInsertFullMany :execrows
 INSERT INTO tokens (
   id, project_id, secret_hash, token_prefix, expires_at, max_requests,
-  request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+  request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 )
 SELECT
   json_extract(value, '$.id'), json_extract(value, '$.project_id'),
@@ -282,7 +283,8 @@ SELECT
   json_extract(value, '$.expires_at'), json_extract(value, '$.max_requests'),
   json_extract(value, '$.request_count'), json_extract(value, '$.is_active'),
   json_extract(value, '$.created_at'), json_extract(value, '$.updated_at'),
-  json_extract(value, '$.last_used_at'), json_extract(value, '$.requests_reserved')
+  json_extract(value, '$.last_used_at'), json_extract(value, '$.requests_reserved'),
+  json_extract(value, '$.lease_until')
 FROM json_each(CAST(?1 AS TEXT))
 `
 

@@ -25,6 +25,13 @@ type Project struct {
 	UpdatedAt        int64
 }
 
+type Session struct {
+	SecretHash []byte
+	CsrfToken  string
+	ExpiresAt  int64
+	CreatedAt  int64
+}
+
 type Token struct {
 	ID               int64
 	ProjectID        int64
@@ -38,6 +45,7 @@ type Token struct {
 	UpdatedAt        int64
 	LastUsedAt       *int64
 	RequestsReserved int64
+	LeaseUntil       *int64
 }
 
 type UsageDaily struct {

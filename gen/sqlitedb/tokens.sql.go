@@ -18,7 +18,7 @@ WHERE tokens.id = ?1
   AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
   AND (max_requests IS NULL OR request_count < max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 `
 
 // Counts one request if and only if every admission rule holds, atomically.
@@ -38,6 +38,7 @@ func (q *Queries) TokenAdmit(ctx context.Context, db DBTX, id int64) (*Token, er
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
@@ -46,13 +47,16 @@ const tokenAdmitByHash = `-- name: TokenAdmitByHash :one
 UPDATE tokens SET
   request_count     = request_count + ?1 + ?2,
   requests_reserved = requests_reserved + ?2,
-  last_used_at      = CAST(unixepoch('subsec') * 1000 AS INTEGER)
-WHERE tokens.secret_hash = ?3
+  last_used_at      = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+  lease_until       = CASE WHEN CAST(?3 AS INTEGER) > 0
+    THEN max(COALESCE(lease_until, 0), CAST(unixepoch('subsec') * 1000 AS INTEGER) + CAST(?3 AS INTEGER))
+    ELSE lease_until END
+WHERE tokens.secret_hash = ?4
   AND is_active = 1
   AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
   AND (max_requests IS NULL OR request_count + ?1 + ?2 <= max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved,
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until,
   (SELECT p.name FROM projects p WHERE p.id = tokens.project_id) AS project_name,
   (SELECT p.api_key_ciphertext FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_ciphertext,
   (SELECT p.api_key_hint FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_hint,
@@ -63,6 +67,7 @@ RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, r
 type TokenAdmitByHashParams struct {
 	N          int64
 	Reserve    int64
+	LeaseMs    int64
 	SecretHash []byte
 }
 
@@ -79,6 +84,7 @@ type TokenAdmitByHashRow struct {
 	UpdatedAt        int64
 	LastUsedAt       *int64
 	RequestsReserved int64
+	LeaseUntil       *int64
 	Name             string
 	ApiKeyCiphertext []byte
 	ApiKeyHint       string
@@ -89,11 +95,17 @@ type TokenAdmitByHashRow struct {
 // TokenAdmit of n requests at once (all or none) by the secret's hash, also
 // returning the token's project, so the proxy authenticates and admits with
 // one statement. It also counts, and notes as reserved, reserve requests the
-// proxy may admit later; a limit must leave room for them too. SQLite's
-// RETURNING cannot read an UPDATE ... FROM table, hence a subquery per
-// project column.
+// proxy may admit later; a limit must leave room for them too. A lease of
+// lease_ms > 0 is recorded: lease_until becomes at least now + lease_ms.
+// SQLite's RETURNING cannot read an UPDATE ... FROM table, hence a subquery
+// per project column.
 func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmitByHashParams) (*TokenAdmitByHashRow, error) {
-	row := db.QueryRowContext(ctx, tokenAdmitByHash, arg.N, arg.Reserve, arg.SecretHash)
+	row := db.QueryRowContext(ctx, tokenAdmitByHash,
+		arg.N,
+		arg.Reserve,
+		arg.LeaseMs,
+		arg.SecretHash,
+	)
 	var i TokenAdmitByHashRow
 	err := row.Scan(
 		&i.ID,
@@ -108,6 +120,7 @@ func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmit
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 		&i.Name,
 		&i.ApiKeyCiphertext,
 		&i.ApiKeyHint,
@@ -118,7 +131,7 @@ func (q *Queries) TokenAdmitByHash(ctx context.Context, db DBTX, arg *TokenAdmit
 }
 
 const tokenAuthenticate = `-- name: TokenAuthenticate :one
-SELECT tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, tokens.requests_reserved, projects.id, projects.name, projects.api_key_ciphertext, projects.api_key_hint, projects.is_active, projects.created_at, projects.updated_at,
+SELECT tokens.id, tokens.project_id, tokens.secret_hash, tokens.token_prefix, tokens.expires_at, tokens.max_requests, tokens.request_count, tokens.is_active, tokens.created_at, tokens.updated_at, tokens.last_used_at, tokens.requests_reserved, tokens.lease_until, projects.id, projects.name, projects.api_key_ciphertext, projects.api_key_hint, projects.is_active, projects.created_at, projects.updated_at,
   CAST(tokens.expires_at <= CAST(unixepoch('subsec') * 1000 AS INTEGER) AS INTEGER) AS expired
 FROM tokens JOIN projects ON projects.id = tokens.project_id
 WHERE tokens.secret_hash = ?1
@@ -148,6 +161,7 @@ func (q *Queries) TokenAuthenticate(ctx context.Context, db DBTX, secretHash []b
 		&i.Token.UpdatedAt,
 		&i.Token.LastUsedAt,
 		&i.Token.RequestsReserved,
+		&i.Token.LeaseUntil,
 		&i.Project.ID,
 		&i.Project.Name,
 		&i.Project.ApiKeyCiphertext,
@@ -175,7 +189,7 @@ const tokenCreate = `-- name: TokenCreate :one
 INSERT INTO tokens (project_id, secret_hash, token_prefix, expires_at, max_requests)
 SELECT ?1, ?2, ?3, ?4, ?5
 WHERE EXISTS (SELECT 1 FROM projects WHERE id = ?1 AND is_active = 1)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 `
 
 type TokenCreateParams struct {
@@ -209,12 +223,13 @@ func (q *Queries) TokenCreate(ctx context.Context, db DBTX, arg *TokenCreatePara
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
 
 const tokenGetByHash = `-- name: TokenGetByHash :one
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens WHERE secret_hash = ?1
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until FROM tokens WHERE secret_hash = ?1
 `
 
 func (q *Queries) TokenGetByHash(ctx context.Context, db DBTX, secretHash []byte) (*Token, error) {
@@ -233,12 +248,13 @@ func (q *Queries) TokenGetByHash(ctx context.Context, db DBTX, secretHash []byte
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
 
 const tokenGetByID = `-- name: TokenGetByID :one
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens WHERE id = ?1
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until FROM tokens WHERE id = ?1
 `
 
 func (q *Queries) TokenGetByID(ctx context.Context, db DBTX, id int64) (*Token, error) {
@@ -257,12 +273,40 @@ func (q *Queries) TokenGetByID(ctx context.Context, db DBTX, id int64) (*Token, 
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
 
+const tokenLeaseRemaining = `-- name: TokenLeaseRemaining :one
+SELECT CAST(COALESCE(max(lease_until), 0) - CAST(unixepoch('subsec') * 1000 AS INTEGER) AS INTEGER) AS remaining_ms
+FROM tokens WHERE id = ?1
+`
+
+// How long the token's latest admission lease has left, in milliseconds by
+// the database's clock; 0 or less: none outstanding.
+func (q *Queries) TokenLeaseRemaining(ctx context.Context, db DBTX, id int64) (int64, error) {
+	row := db.QueryRowContext(ctx, tokenLeaseRemaining, id)
+	var remaining_ms int64
+	err := row.Scan(&remaining_ms)
+	return remaining_ms, err
+}
+
+const tokenLeaseRemainingForProject = `-- name: TokenLeaseRemainingForProject :one
+SELECT CAST(COALESCE(max(lease_until), 0) - CAST(unixepoch('subsec') * 1000 AS INTEGER) AS INTEGER) AS remaining_ms
+FROM tokens WHERE project_id = ?1
+`
+
+// TokenLeaseRemaining of the latest lease among the project's tokens.
+func (q *Queries) TokenLeaseRemainingForProject(ctx context.Context, db DBTX, projectID int64) (int64, error) {
+	row := db.QueryRowContext(ctx, tokenLeaseRemainingForProject, projectID)
+	var remaining_ms int64
+	err := row.Scan(&remaining_ms)
+	return remaining_ms, err
+}
+
 const tokenList = `-- name: TokenList :many
-SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved FROM tokens
+SELECT id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until FROM tokens
 WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
   AND id > ?2
 ORDER BY id
@@ -297,6 +341,7 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 			&i.UpdatedAt,
 			&i.LastUsedAt,
 			&i.RequestsReserved,
+			&i.LeaseUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -309,6 +354,18 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, arg *TokenListParams) 
 		return nil, err
 	}
 	return items, nil
+}
+
+const tokenLockForLeases = `-- name: TokenLockForLeases :exec
+SELECT 1
+`
+
+// Not run by sqlitestore: SQLite runs one writing statement at a time, so
+// every admission that began before a change committed has committed too.
+// Kept because both dialects' name sets must match.
+func (q *Queries) TokenLockForLeases(ctx context.Context, db DBTX) error {
+	_, err := db.ExecContext(ctx, tokenLockForLeases)
+	return err
 }
 
 const tokenRevokeAllForProject = `-- name: TokenRevokeAllForProject :execrows
@@ -327,7 +384,7 @@ func (q *Queries) TokenRevokeAllForProject(ctx context.Context, db DBTX, project
 const tokenSetActive = `-- name: TokenSetActive :one
 UPDATE tokens SET is_active = ?1, updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE id = ?2
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 `
 
 type TokenSetActiveParams struct {
@@ -351,6 +408,7 @@ func (q *Queries) TokenSetActive(ctx context.Context, db DBTX, arg *TokenSetActi
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }
@@ -358,7 +416,7 @@ func (q *Queries) TokenSetActive(ctx context.Context, db DBTX, arg *TokenSetActi
 const tokenSetMaxRequests = `-- name: TokenSetMaxRequests :one
 UPDATE tokens SET max_requests = ?1, updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE id = ?2
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 `
 
 type TokenSetMaxRequestsParams struct {
@@ -382,6 +440,7 @@ func (q *Queries) TokenSetMaxRequests(ctx context.Context, db DBTX, arg *TokenSe
 		&i.UpdatedAt,
 		&i.LastUsedAt,
 		&i.RequestsReserved,
+		&i.LeaseUntil,
 	)
 	return &i, err
 }

@@ -45,7 +45,8 @@ var assets embed.FS
 // Options are the dashboard's parts; Logger may be nil (discarded).
 type Options struct {
 	Manager *manage.Manager
-	// Store serves the reads the Manager has no paging for (the audit log).
+	// Store keeps the sessions and serves the reads the Manager has no
+	// paging for (the audit log).
 	Store           service.Store
 	ManagementToken string
 	// AuthLimiter throttles failed logins per client; share the management
@@ -87,7 +88,7 @@ func New(opts Options) http.Handler {
 	}
 	h := &handler{
 		manager: opts.Manager, store: opts.Store, log: opts.Logger, now: opts.Now,
-		sessions: newSessions(opts.ManagementToken, opts.SessionTTL, opts.Now),
+		sessions: newSessions(opts.Store, opts.Logger, opts.ManagementToken, opts.SessionTTL, opts.Now),
 		limiter:  opts.AuthLimiter,
 		tokenSum: sha256.Sum256([]byte(opts.ManagementToken)),
 	}
@@ -245,12 +246,18 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	attempt.Succeeded()
-	h.sessions.start(w, r)
+	if _, err := h.sessions.start(w, r); err != nil {
+		h.fail(w, r, nil, err)
+		return
+	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (h *handler) logout(w http.ResponseWriter, r *http.Request, sess *session) {
-	h.sessions.end(w, r, sess)
+	if err := h.sessions.end(w, r, sess); err != nil {
+		h.fail(w, r, sess, err)
+		return
+	}
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
 }
 

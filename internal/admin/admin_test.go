@@ -185,36 +185,6 @@ func TestSessionExpires(t *testing.T) {
 	}
 }
 
-func TestTamperedSessionCookie(t *testing.T) {
-	t.Parallel()
-	d := newDashboard(t)
-	other := newDashboard(t).login() // same token, so only the signature protects
-	cookies := other.client.Jar.Cookies(mustURL(t, other.url+"/admin/"))
-	if len(cookies) != 1 {
-		t.Fatalf("cookies = %v", cookies)
-	}
-	value := cookies[0].Value
-	parts := strings.Split(value, ".")
-	for name, forged := range map[string]string{
-		"later expiry": parts[0] + ".9999999999." + parts[2] + "." + parts[3],
-		"other id":     parts[0] + "." + parts[1] + ".AAAAAAAAAAAAAAAAAAAAAA." + parts[3],
-		"no signature": parts[0] + "." + parts[1] + "." + parts[2] + ".",
-		"garbage":      "v1.x.y.z",
-	} {
-		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, d.url+"/admin/projects", nil)
-		req.AddCookie(&http.Cookie{Name: "llmproxy_admin", Value: forged})
-		if p := d.do(req); p.status != http.StatusSeeOther {
-			t.Errorf("%s: forged cookie gives %d, want a redirect to log in", name, p.status)
-		}
-	}
-	// The genuine cookie works on another instance with the same token.
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, d.url+"/admin/projects", nil)
-	req.AddCookie(&http.Cookie{Name: "llmproxy_admin", Value: value})
-	if p := d.do(req); p.status != http.StatusOK {
-		t.Errorf("cookie from an instance with the same token = %d, want 200", p.status)
-	}
-}
-
 func TestCSRF(t *testing.T) {
 	t.Parallel()
 	d := newDashboard(t).login()

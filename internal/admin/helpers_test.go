@@ -66,6 +66,12 @@ func newDashboard(t *testing.T) *dashboard {
 // between the dashboard and the store.
 func newDashboardOn(t *testing.T, cfg service.Config, wrap ...func(service.Store) service.Store) *dashboard {
 	t.Helper()
+	return newDashboardWithToken(t, cfg, managementToken, wrap...)
+}
+
+// newDashboardWithToken is newDashboardOn with another management token.
+func newDashboardWithToken(t *testing.T, cfg service.Config, token string, wrap ...func(service.Store) service.Store) *dashboard {
+	t.Helper()
 	opened, err := service.Open(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("service.Open: %v", err)
@@ -83,7 +89,7 @@ func newDashboardOn(t *testing.T, cfg service.Config, wrap ...func(service.Store
 	}
 	d := &dashboard{t: t, store: store, manager: manage.New(store, keys, nil), keys: keys, clock: &clock{now: time.Now()}}
 	d.handler = admin.New(admin.Options{
-		Manager: d.manager, Store: store, ManagementToken: managementToken, Now: d.clock.Now,
+		Manager: d.manager, Store: store, ManagementToken: token, Now: d.clock.Now,
 	})
 	srv := httptest.NewServer(d.handler)
 	t.Cleanup(srv.Close)

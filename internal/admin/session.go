@@ -1,15 +1,18 @@
 package admin
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
+	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/llmproxy/llmproxy/service"
 )
 
 // Cookie names. Both are scoped to /admin/.
@@ -21,33 +24,35 @@ const (
 // flashTTL bounds how long a message waits for the page after a redirect.
 const flashTTL = time.Minute
 
-// session is a signed-in browser. Sessions are signed cookies, not server
-// state, so every instance behind a load balancer accepts them and a
-// restart keeps them; changing MANAGEMENT_TOKEN ends them all.
+// session is a signed-in browser: a row of the store's sessions table,
+// found by a keyed hash of the random secret its cookie holds. Every
+// instance on the database accepts it (no sticky sessions needed), a
+// logout holds on all of them and across restarts, and changing
+// MANAGEMENT_TOKEN, which keys the hash, ends every session.
 type session struct {
-	id      string
+	hash    []byte // the stored key of the session
 	expires time.Time
 	csrf    string // the form token bound to this session
 }
 
-// sessions signs and checks session and flash cookies with a key derived
-// from the management token.
-type sessions struct {
-	key []byte
-	ttl time.Duration
-	now func() time.Time
+// sessionVersion prefixes the cookie value; cookies of another form
+// (signed ones, before sessions were stored) are refused.
+const sessionVersion = "v2."
 
-	// loggedOut holds sessions ended on this instance until they expire, so
-	// a copied cookie is useless here after logout; other instances only see
-	// the browser's cookie gone.
-	mu        sync.Mutex
-	loggedOut map[string]time.Time
+// sessions keeps sessions in the store and signs flash cookies, with a key
+// derived from the management token.
+type sessions struct {
+	store service.Store
+	log   *slog.Logger
+	key   []byte
+	ttl   time.Duration
+	now   func() time.Time
 }
 
-func newSessions(managementToken string, ttl time.Duration, now func() time.Time) *sessions {
+func newSessions(store service.Store, log *slog.Logger, managementToken string, ttl time.Duration, now func() time.Time) *sessions {
 	mac := hmac.New(sha256.New, []byte(managementToken))
 	mac.Write([]byte("llmproxy admin session v1"))
-	return &sessions{key: mac.Sum(nil), ttl: ttl, now: now, loggedOut: map[string]time.Time{}}
+	return &sessions{store: store, log: log, key: mac.Sum(nil), ttl: ttl, now: now}
 }
 
 func (s *sessions) sign(parts ...string) string {
@@ -60,62 +65,74 @@ func (s *sessions) verify(signature string, parts ...string) bool {
 	return hmac.Equal([]byte(signature), []byte(s.sign(parts...)))
 }
 
-func (s *sessions) withCSRF(id string, expires time.Time) *session {
-	return &session{id: id, expires: expires, csrf: s.sign("csrf", id)}
+// hash is what the store keeps of a session's secret.
+func (s *sessions) hash(secret []byte) []byte {
+	mac := hmac.New(sha256.New, s.key)
+	mac.Write([]byte("session\x00"))
+	mac.Write(secret)
+	return mac.Sum(nil)
 }
 
-// start makes a new session and sets its cookie.
-func (s *sessions) start(w http.ResponseWriter, r *http.Request) *session {
-	raw := make([]byte, 16)
-	rand.Read(raw)
-	id := base64.RawURLEncoding.EncodeToString(raw)
-	expires := s.now().Add(s.ttl).Truncate(time.Second)
-	exp := strconv.FormatInt(expires.Unix(), 10)
-	value := "v1." + exp + "." + id + "." + s.sign("v1", exp, id)
-	setCookie(w, r, sessionCookie, value, s.ttl)
-	return s.withCSRF(id, expires)
+func randomText(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// start stores a new session and sets its cookie. It first deletes the
+// sessions that have expired, so that they do not pile up.
+func (s *sessions) start(w http.ResponseWriter, r *http.Request) (*session, error) {
+	ctx := r.Context()
+	if _, err := s.store.SessionDeleteExpired(ctx); err != nil {
+		s.log.Warn("admin: expired sessions not deleted; the next login tries again", "err", err)
+	}
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	row, err := s.store.SessionCreate(ctx, &service.SessionCreateParams{
+		SecretHash: s.hash(secret), CSRFToken: randomText(32), ExpiresAt: s.now().Add(s.ttl),
+	})
+	if err != nil {
+		return nil, err
+	}
+	setCookie(w, r, sessionCookie, sessionVersion+base64.RawURLEncoding.EncodeToString(secret), s.ttl)
+	return &session{hash: row.SecretHash, expires: row.ExpiresAt, csrf: row.CSRFToken}, nil
 }
 
 // get returns the request's session, or nil when it has none that is
-// validly signed, unexpired and not logged out.
+// stored and unexpired, by the database's clock and by ours.
 func (s *sessions) get(r *http.Request) *session {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil {
 		return nil
 	}
-	parts := strings.Split(c.Value, ".")
-	if len(parts) != 4 || parts[0] != "v1" || !s.verify(parts[3], parts[:3]...) {
+	encoded, ok := strings.CutPrefix(c.Value, sessionVersion)
+	secret, err := base64.RawURLEncoding.DecodeString(encoded)
+	if !ok || err != nil || len(secret) != 32 {
 		return nil
 	}
-	unix, err := strconv.ParseInt(parts[1], 10, 64)
+	row, err := s.store.SessionGetByHash(r.Context(), s.hash(secret))
 	if err != nil {
+		if !errors.Is(err, service.ErrNotFound) && r.Context().Err() == nil {
+			s.log.Warn("admin: session not read; treated as signed out", "err", err)
+		}
 		return nil
 	}
-	expires := time.Unix(unix, 0)
-	if !s.now().Before(expires) {
+	if !s.now().Before(row.ExpiresAt) {
 		return nil
 	}
-	s.mu.Lock()
-	_, ended := s.loggedOut[parts[2]]
-	s.mu.Unlock()
-	if ended {
-		return nil
-	}
-	return s.withCSRF(parts[2], expires)
+	return &session{hash: row.SecretHash, expires: row.ExpiresAt, csrf: row.CSRFToken}
 }
 
-// end logs a session out: its cookie is cleared and this instance refuses it.
-func (s *sessions) end(w http.ResponseWriter, r *http.Request, sess *session) {
-	now := s.now()
-	s.mu.Lock()
-	for id, expires := range s.loggedOut {
-		if !now.Before(expires) {
-			delete(s.loggedOut, id)
-		}
+// end logs a session out: it is deleted from the store, so no instance
+// accepts a copy of its cookie, and the cookie is cleared. The browser
+// leaving does not stop it half-way.
+func (s *sessions) end(w http.ResponseWriter, r *http.Request, sess *session) error {
+	err := s.store.SessionDelete(context.WithoutCancel(r.Context()), sess.hash)
+	if err != nil && !errors.Is(err, service.ErrNotFound) { // not found: ended meanwhile
+		return err
 	}
-	s.loggedOut[sess.id] = sess.expires
-	s.mu.Unlock()
 	setCookie(w, r, sessionCookie, "", -1)
+	return nil
 }
 
 // validCSRF compares a submitted form token with the session's.

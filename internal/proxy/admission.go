@@ -43,7 +43,7 @@ const renewAhead = service.AdmissionLease / 4
 // settleTimeout bounds settling a token's reservations.
 const settleTimeout = 10 * time.Second
 
-// admissionQueue admits requests through a service.TokenAdmitter and
+// admissionQueue admits requests through service.Store.TokenAdmitByHash and
 // coalesces the requests of one token that arrive while a statement for it
 // is running into the next statement, which admits them all at once
 // (request_count + n). A busy token so costs one database statement per
@@ -59,7 +59,7 @@ const settleTimeout = 10 * time.Second
 // the token's recent traffic and what its limit leaves, which the queue
 // admits without a statement for service.AdmissionLease from before that
 // statement. Changes that would refuse them return only after that
-// (service.AwaitAdmissionLeases), so they still take effect on every
+// (service.AwaitLeases), so they still take effect on every
 // instance before they are reported done. Reserved requests not used when
 // the lease ends are given back, so request_count settles on the requests
 // admitted; until then it includes them. A limit counts reservations as
@@ -67,7 +67,7 @@ const settleTimeout = 10 * time.Second
 // are counted waits for them to be given back and tries again, so that the
 // limit also admits every request it has room for.
 type admissionQueue struct {
-	admitter service.TokenAdmitter
+	admitter service.Store
 	log      *slog.Logger
 
 	mu       sync.Mutex
@@ -113,7 +113,7 @@ type admissionBatch struct {
 
 // newAdmissionQueue starts the queue's sweeper, which gives back the
 // reservations of ended leases; Close stops it.
-func newAdmissionQueue(admitter service.TokenAdmitter, log *slog.Logger) *admissionQueue {
+func newAdmissionQueue(admitter service.Store, log *slog.Logger) *admissionQueue {
 	q := &admissionQueue{
 		admitter: admitter,
 		log:      log,
@@ -243,7 +243,9 @@ func (q *admissionQueue) admitMany(ctx context.Context, secretHash []byte, n, re
 	var short *service.LimitError // the refusal that made ask fewer than the rest
 	for admitted < n {
 		start := time.Now()
-		t, p, err := q.admitter.TokenAdmitByHash(ctx, secretHash, ask, reserve)
+		t, p, err := q.admitter.TokenAdmitByHash(ctx, &service.TokenAdmitByHashParams{
+			SecretHash: secretHash, N: ask, Reserve: reserve, Lease: service.AdmissionLease,
+		})
 		q.granted(secretHash, start, ask, reserve, t, p, err)
 		if err == nil {
 			admitted, token, project = admitted+ask, t, p
@@ -328,7 +330,9 @@ func (q *admissionQueue) renewSoonLocked(secretHash []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), batchAdmitTimeout)
 		defer cancel()
 		start := time.Now()
-		token, project, err := q.admitter.TokenAdmitByHash(ctx, secretHash, 0, reserve)
+		token, project, err := q.admitter.TokenAdmitByHash(ctx, &service.TokenAdmitByHashParams{
+			SecretHash: secretHash, Reserve: reserve, Lease: service.AdmissionLease,
+		})
 		q.granted(secretHash, start, 0, reserve, token, project, err)
 	}()
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -12,11 +13,12 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-// gatedAdmitter is a service.TokenAdmitter with one token whose statements
+// gatedAdmitter is a service.Store that admits one token, whose statements
 // wait for the test to open the gate, so that requests pile up behind one.
 type gatedAdmitter struct {
-	gate    chan struct{} // each statement takes one value before it runs
-	started chan int64    // each statement's n, sent as it starts
+	service.Store               // nil: only admission is used
+	gate          chan struct{} // each statement takes one value before it runs
+	started       chan int64    // each statement's n, sent as it starts
 
 	mu       sync.Mutex
 	count    int64 // requests admitted by statements
@@ -35,7 +37,11 @@ func newGatedAdmitter(max int64) *gatedAdmitter {
 	return &gatedAdmitter{gate: make(chan struct{}), started: make(chan int64, 100), max: max}
 }
 
-func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
+func (a *gatedAdmitter) TokenAdmitByHash(ctx context.Context, p *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
+	n, reserve := p.N, p.Reserve
+	if p.Lease != service.AdmissionLease {
+		return nil, nil, fmt.Errorf("%w: lease %v, want the AdmissionLease the queue admits on", service.ErrInvalid, p.Lease)
+	}
 	a.started <- n
 	<-a.gate
 	a.mu.Lock()

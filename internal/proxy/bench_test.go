@@ -62,16 +62,32 @@ func (s *memStore) ProjectGetByID(_ context.Context, id int64) (*service.Project
 	return &project, nil
 }
 
-func (s *memStore) TokenAdmit(_ context.Context, id int64) (*service.Token, error) {
+func (s *memStore) TokenAdmitByHash(_ context.Context, p *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.tokens {
+		t := &s.tokens[i]
+		if !bytes.Equal(t.SecretHash, p.SecretHash) {
+			continue
+		}
+		if !t.IsActive || !time.Now().Before(t.ExpiresAt) {
+			return nil, nil, service.ErrTokenRevoked
+		}
+		t.RequestCount += p.N + p.Reserve
+		t.RequestsReserved += p.Reserve
+		token, project := *t, s.projects[t.ProjectID-1]
+		return &token, &project, nil
+	}
+	return nil, nil, service.ErrNotFound
+}
+
+func (s *memStore) TokenSettleReserved(_ context.Context, id, reserved, unused int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := &s.tokens[id-1]
-	if !t.IsActive || !time.Now().Before(t.ExpiresAt) {
-		return nil, service.ErrTokenRevoked
-	}
-	t.RequestCount++
-	token := *t
-	return &token, nil
+	t.RequestsReserved -= reserved
+	t.RequestCount -= unused
+	return nil
 }
 
 func (s *memStore) UsageInsertBatch(_ context.Context, events []*service.UsageEventCreateParams) (int64, error) {

@@ -88,7 +88,7 @@ func NewTransport(base *url.URL) http.RoundTripper {
 // Handler serves /v1/*. Close it after the last request has finished.
 type Handler struct {
 	store      service.Store
-	admissions *admissionQueue // when the store can admit in one statement
+	admissions *admissionQueue
 	keys       *secrets.Keys
 	recorder   Recorder
 	metrics    *metrics.Metrics
@@ -132,9 +132,7 @@ func New(opts Options) *Handler {
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
-	if admitter, ok := opts.Store.(service.TokenAdmitter); ok {
-		h.admissions = newAdmissionQueue(admitter, h.log)
-	}
+	h.admissions = newAdmissionQueue(opts.Store, h.log)
 	if h.transport == nil {
 		h.transport = NewTransport(opts.Upstream)
 	}
@@ -229,9 +227,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // reserved and did not use, so that request_count equals the requests
 // admitted. Requests served after Close are admitted one statement at a time.
 func (h *Handler) Close(ctx context.Context) error {
-	if h.admissions == nil {
-		return nil
-	}
 	return h.admissions.Close(ctx)
 }
 
@@ -240,7 +235,7 @@ func (h *Handler) Close(ctx context.Context) error {
 // nothing: from the token's admission lease while one lasts, as admit
 // would, else from the database.
 func (h *Handler) authenticate(ctx context.Context, secretHash []byte) error {
-	if h.admissions != nil && h.admissions.leased(secretHash) {
+	if h.admissions.leased(secretHash) {
 		return nil
 	}
 	_, _, err := h.store.TokenAuthenticate(ctx, secretHash)
@@ -249,25 +244,10 @@ func (h *Handler) authenticate(ctx context.Context, secretHash []byte) error {
 
 // admit authenticates the request by its secret's hash and makes the one
 // atomic decision (revocation, expiry, project state and the request limit
-// as the database sees them now), returning the token and its project. A
-// store that implements service.TokenAdmitter does it all in one statement,
-// shared by the token's requests that arrive together.
+// as the database sees them now), returning the token and its project, in
+// one statement shared by the token's requests that arrive together.
 func (h *Handler) admit(ctx context.Context, secretHash []byte) (*service.Token, *service.Project, error) {
-	if h.admissions != nil {
-		return h.admissions.admit(ctx, secretHash)
-	}
-	token, err := h.store.TokenGetByHash(ctx, secretHash)
-	if err != nil {
-		return nil, nil, err
-	}
-	project, err := h.store.ProjectGetByID(ctx, token.ProjectID)
-	if err != nil {
-		return nil, nil, err
-	}
-	if _, err := h.store.TokenAdmit(ctx, token.ID); err != nil {
-		return nil, nil, err
-	}
-	return token, project, nil
+	return h.admissions.admit(ctx, secretHash)
 }
 
 // refuse answers a request that will not be forwarded. cause, when not

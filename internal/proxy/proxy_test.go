@@ -137,15 +137,35 @@ func TestRefusals(t *testing.T) {
 // unavailableStore fails token lookups as a database that cannot be reached does.
 type unavailableStore struct{ service.Store }
 
+var errUnavailable = fmt.Errorf("%w: connection refused", service.ErrUnavailable)
+
 func (unavailableStore) TokenGetByHash(context.Context, []byte) (*service.Token, error) {
-	return nil, fmt.Errorf("%w: connection refused", service.ErrUnavailable)
+	return nil, errUnavailable
+}
+
+func (unavailableStore) TokenAuthenticate(context.Context, []byte) (*service.Token, *service.Project, error) {
+	return nil, nil, errUnavailable
+}
+
+func (unavailableStore) TokenAdmitByHash(context.Context, *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
+	return nil, nil, errUnavailable
 }
 
 // brokenStore fails token lookups with an error the proxy does not expect.
 type brokenStore struct{ service.Store }
 
+var errBroken = fmt.Errorf("disk I/O error, at /secret/path")
+
 func (brokenStore) TokenGetByHash(context.Context, []byte) (*service.Token, error) {
-	return nil, fmt.Errorf("disk I/O error, at /secret/path")
+	return nil, errBroken
+}
+
+func (brokenStore) TokenAuthenticate(context.Context, []byte) (*service.Token, *service.Project, error) {
+	return nil, nil, errBroken
+}
+
+func (brokenStore) TokenAdmitByHash(context.Context, *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
+	return nil, nil, errBroken
 }
 
 func TestStoreFailures(t *testing.T) {
@@ -174,34 +194,6 @@ func TestStoreFailures(t *testing.T) {
 				}
 			})
 		}
-	})
-}
-
-// plainStore hides the store's service.TokenAdmitter, as a store written
-// for tests lacks it, so the proxy takes its three-call path.
-type plainStore struct{ service.Store }
-
-func TestAdmitsWithoutTokenAdmitter(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b backend) {
-		e := newEnv(t, b, envOptions{wrapStore: func(s service.Store) service.Store { return plainStore{s} }})
-		project, apiKey := e.project(t)
-		tok, secret := e.token(t, project.ID, tokenOptions{maxRequests: 1})
-
-		resp, body := e.chat(t, secret)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("status %d, body %s", resp.StatusCode, body)
-		}
-		if reqs := e.upstream.Requests(); len(reqs) != 1 || reqs[0].Header.Get("Authorization") != "Bearer "+apiKey {
-			t.Errorf("upstream requests %+v, want one with the project's key", reqs)
-		}
-		resp, body = e.chat(t, secret)
-		assertAPIError(t, resp, body, 429, "rate_limit_error", "request_limit_exceeded")
-		if n := e.requestCount(t, tok.ID); n != 1 {
-			t.Errorf("request_count = %d, want 1", n)
-		}
-		unknown, _ := secrets.NewToken()
-		resp, body = e.chat(t, unknown)
-		assertAPIError(t, resp, body, 401, "authentication_error", "invalid_token")
 	})
 }
 
@@ -618,8 +610,8 @@ func TestRequestLimitWaitsForOtherInstancesReservations(t *testing.T) {
 		e := newEnv(t, b, envOptions{})
 		p, _ := e.project(t)
 		tok, secret := e.token(t, p.ID, tokenOptions{maxRequests: limit})
-		other := e.store.(service.TokenAdmitter)
-		if _, _, err := other.TokenAdmitByHash(t.Context(), tok.SecretHash, 1, otherReserved); err != nil {
+		other := e.store
+		if _, _, err := other.TokenAdmitByHash(t.Context(), &service.TokenAdmitByHashParams{SecretHash: tok.SecretHash, N: 1, Reserve: otherReserved}); err != nil {
 			t.Fatalf("the other instance's admission: %v", err)
 		}
 		go func() {

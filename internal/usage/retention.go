@@ -12,7 +12,7 @@ import (
 // RetentionOptions configure RunRetention.
 type RetentionOptions struct {
 	// Days is how long raw events are kept: each run rolls up the UTC days
-	// that ended at least Days days ago (service.UsagePruner).
+	// that ended at least Days days ago (service.Store.UsagePrune).
 	Days     int
 	Interval time.Duration // between runs; the first is at once
 	Logger   *slog.Logger  // default: discard
@@ -24,7 +24,7 @@ type RetentionOptions struct {
 // RunRetention prunes usage at once and then every Interval until ctx
 // ends; a run cut short by ctx rolls back only its current batch. A failed
 // run is logged and retried at the next tick.
-func RunRetention(ctx context.Context, pruner service.UsagePruner, opts RetentionOptions) {
+func RunRetention(ctx context.Context, pruner service.Store, opts RetentionOptions) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}

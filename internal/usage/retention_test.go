@@ -16,6 +16,7 @@ import (
 // fakePruner hands each UsagePrune call to the test and answers with what
 // the test sends back.
 type fakePruner struct {
+	service.Store
 	calls   chan *service.UsagePruneParams
 	answers chan error
 }

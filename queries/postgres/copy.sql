@@ -42,10 +42,10 @@ VALUES (@id, @name, @api_key_ciphertext, @api_key_hint, @is_active, @created_at,
 -- name: TokenInsertFullMany :copyfrom
 INSERT INTO tokens (
   id, project_id, secret_hash, token_prefix, expires_at, max_requests,
-  request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+  request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 ) VALUES (
   @id, @project_id, @secret_hash, @token_prefix, @expires_at, @max_requests,
-  @request_count, @is_active, @created_at, @updated_at, @last_used_at, @requests_reserved
+  @request_count, @is_active, @created_at, @updated_at, @last_used_at, @requests_reserved, @lease_until
 );
 
 -- name: UsageInsertFullMany :copyfrom

@@ -41,12 +41,16 @@ RETURNING *;
 -- TokenAdmit of n requests at once (all or none) by the secret's hash, also
 -- returning the token's project, so the proxy authenticates and admits in one
 -- round trip. It also counts, and notes as reserved, reserve requests the
--- proxy may admit later; a limit must leave room for them too.
-WITH arg AS (SELECT @n::bigint AS n, @reserve::bigint AS reserve)
+-- proxy may admit later; a limit must leave room for them too. A lease of
+-- lease_us > 0 is recorded: lease_until becomes at least now() + lease_us.
+WITH arg AS (SELECT @n::bigint AS n, @reserve::bigint AS reserve, @lease_us::bigint AS lease_us)
 UPDATE tokens SET
   request_count     = tokens.request_count + arg.n + arg.reserve,
   requests_reserved = tokens.requests_reserved + arg.reserve,
-  last_used_at      = now()
+  last_used_at      = now(),
+  lease_until       = CASE WHEN arg.lease_us > 0
+    THEN GREATEST(tokens.lease_until, now() + arg.lease_us * interval '1 microsecond')
+    ELSE tokens.lease_until END
 FROM projects p, arg
 WHERE tokens.secret_hash = @secret_hash
   AND p.id = tokens.project_id
@@ -80,3 +84,23 @@ SELECT count(*) FROM tokens WHERE project_id = @project_id AND NOT is_active;
 -- name: TokenRevokeAllForProject :execrows
 UPDATE tokens SET is_active = false, updated_at = now()
 WHERE project_id = @project_id AND is_active;
+
+-- name: TokenLeaseRemaining :one
+-- How long the token's latest admission lease has left, in microseconds by
+-- the database's clock; 0 or less: none outstanding.
+SELECT COALESCE(CAST(EXTRACT(EPOCH FROM max(lease_until) - clock_timestamp()) * 1000000 AS bigint), 0)::bigint AS remaining_us
+FROM tokens WHERE id = @id;
+
+-- name: TokenLeaseRemainingForProject :one
+-- TokenLeaseRemaining of the latest lease among the project's tokens. Run
+-- after TokenLockForLeases, in its transaction.
+SELECT COALESCE(CAST(EXTRACT(EPOCH FROM max(lease_until) - clock_timestamp()) * 1000000 AS bigint), 0)::bigint AS remaining_us
+FROM tokens WHERE project_id = @project_id;
+
+-- name: TokenLockForLeases :exec
+-- Waits until every statement writing tokens that started before it has
+-- committed, and holds off new ones until its transaction ends. An
+-- admission takes its snapshot after locking the table, so one that read a
+-- project as it was before a committed change has recorded its lease by
+-- the time this returns.
+LOCK TABLE tokens IN SHARE MODE;

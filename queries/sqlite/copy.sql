@@ -47,7 +47,7 @@ FROM json_each(CAST(sqlc.arg(rows) AS TEXT));
 -- name: TokenInsertFullMany :execrows
 INSERT INTO tokens (
   id, project_id, secret_hash, token_prefix, expires_at, max_requests,
-  request_count, is_active, created_at, updated_at, last_used_at, requests_reserved
+  request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until
 )
 SELECT
   json_extract(value, '$.id'), json_extract(value, '$.project_id'),
@@ -55,7 +55,8 @@ SELECT
   json_extract(value, '$.expires_at'), json_extract(value, '$.max_requests'),
   json_extract(value, '$.request_count'), json_extract(value, '$.is_active'),
   json_extract(value, '$.created_at'), json_extract(value, '$.updated_at'),
-  json_extract(value, '$.last_used_at'), json_extract(value, '$.requests_reserved')
+  json_extract(value, '$.last_used_at'), json_extract(value, '$.requests_reserved'),
+  json_extract(value, '$.lease_until')
 FROM json_each(CAST(sqlc.arg(rows) AS TEXT));
 
 -- name: UsageInsertFullMany :execrows

@@ -42,19 +42,23 @@ RETURNING *;
 -- TokenAdmit of n requests at once (all or none) by the secret's hash, also
 -- returning the token's project, so the proxy authenticates and admits with
 -- one statement. It also counts, and notes as reserved, reserve requests the
--- proxy may admit later; a limit must leave room for them too. SQLite's
--- RETURNING cannot read an UPDATE ... FROM table, hence a subquery per
--- project column.
+-- proxy may admit later; a limit must leave room for them too. A lease of
+-- lease_ms > 0 is recorded: lease_until becomes at least now + lease_ms.
+-- SQLite's RETURNING cannot read an UPDATE ... FROM table, hence a subquery
+-- per project column.
 UPDATE tokens SET
   request_count     = request_count + sqlc.arg(n) + sqlc.arg(reserve),
   requests_reserved = requests_reserved + sqlc.arg(reserve),
-  last_used_at      = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+  last_used_at      = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+  lease_until       = CASE WHEN CAST(sqlc.arg(lease_ms) AS INTEGER) > 0
+    THEN max(COALESCE(lease_until, 0), CAST(unixepoch('subsec') * 1000 AS INTEGER) + CAST(sqlc.arg(lease_ms) AS INTEGER))
+    ELSE lease_until END
 WHERE tokens.secret_hash = sqlc.arg(secret_hash)
   AND is_active = 1
   AND expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
   AND (max_requests IS NULL OR request_count + sqlc.arg(n) + sqlc.arg(reserve) <= max_requests)
   AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active = 1)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved,
+RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at, requests_reserved, lease_until,
   (SELECT p.name FROM projects p WHERE p.id = tokens.project_id) AS project_name,
   (SELECT p.api_key_ciphertext FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_ciphertext,
   (SELECT p.api_key_hint FROM projects p WHERE p.id = tokens.project_id) AS project_api_key_hint,
@@ -85,3 +89,20 @@ SELECT count(*) FROM tokens WHERE project_id = sqlc.arg(project_id) AND is_activ
 -- name: TokenRevokeAllForProject :execrows
 UPDATE tokens SET is_active = 0, updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
 WHERE project_id = sqlc.arg(project_id) AND is_active = 1;
+
+-- name: TokenLeaseRemaining :one
+-- How long the token's latest admission lease has left, in milliseconds by
+-- the database's clock; 0 or less: none outstanding.
+SELECT CAST(COALESCE(max(lease_until), 0) - CAST(unixepoch('subsec') * 1000 AS INTEGER) AS INTEGER) AS remaining_ms
+FROM tokens WHERE id = sqlc.arg(id);
+
+-- name: TokenLeaseRemainingForProject :one
+-- TokenLeaseRemaining of the latest lease among the project's tokens.
+SELECT CAST(COALESCE(max(lease_until), 0) - CAST(unixepoch('subsec') * 1000 AS INTEGER) AS INTEGER) AS remaining_ms
+FROM tokens WHERE project_id = sqlc.arg(project_id);
+
+-- name: TokenLockForLeases :exec
+-- Not run by sqlitestore: SQLite runs one writing statement at a time, so
+-- every admission that began before a change committed has committed too.
+-- Kept because both dialects' name sets must match.
+SELECT 1;

@@ -28,6 +28,10 @@ CREATE TABLE tokens (
   -- Of request_count, requests reserved by proxies for admission leases and
   -- not yet used or given back (see service.AdmissionLease).
   requests_reserved bigint NOT NULL DEFAULT 0,
+  -- The latest end of an admission lease granted for the token (by the
+  -- database's clock; NULL: none yet): changes that restrict admission wait
+  -- until then (see service.AdmissionLease).
+  lease_until timestamptz NULL,
   CONSTRAINT tokens_secret_hash_key UNIQUE (secret_hash),
   CONSTRAINT tokens_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id),
   CONSTRAINT tokens_max_requests_positive CHECK (max_requests IS NULL OR max_requests > 0),
@@ -76,7 +80,7 @@ CREATE INDEX audit_events_project_id_idx ON audit_events (project_id, id) WHERE 
 
 -- Usage rolled up per UTC day, project, token and model. Raw usage_events
 -- past the retention are added here and deleted in the same transaction
--- (service.UsagePruner), so every request is counted in exactly one of the
+-- (service.Store.UsagePrune), so every request is counted in exactly one of the
 -- two tables. model sorts bytewise ("C"), as in SQLite, so both backends
 -- list, page and checksum the rows in the same order.
 CREATE TABLE usage_daily (
@@ -93,3 +97,15 @@ CREATE TABLE usage_daily (
 );
 CREATE INDEX usage_daily_project_day_idx ON usage_daily (project_id, day);
 CREATE INDEX usage_daily_token_day_idx ON usage_daily (token_id, day);
+
+-- Signed-in dashboard browsers (internal/admin). The cookie holds the
+-- session's secret; only a keyed hash of it is stored, so the table signs
+-- nobody in. Not carried by db copy, export or import.
+CREATE TABLE sessions (
+  secret_hash bytea       NOT NULL,
+  csrf_token  text        NOT NULL,
+  expires_at  timestamptz NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT sessions_pkey PRIMARY KEY (secret_hash)
+);
+CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);

@@ -30,6 +30,10 @@ CREATE TABLE tokens (
   -- Of request_count, requests reserved by proxies for admission leases and
   -- not yet used or given back (see service.AdmissionLease).
   requests_reserved INTEGER NOT NULL DEFAULT 0,
+  -- The latest end of an admission lease granted for the token (unix ms by
+  -- the database's clock; NULL: none yet): changes that restrict admission
+  -- wait until then (see service.AdmissionLease).
+  lease_until INTEGER,
   CONSTRAINT tokens_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id),
   CONSTRAINT tokens_max_requests_positive CHECK (max_requests IS NULL OR max_requests > 0),
   CONSTRAINT tokens_request_count_non_negative CHECK (request_count >= 0),
@@ -80,7 +84,7 @@ CREATE INDEX audit_events_project_id_idx ON audit_events (project_id, id) WHERE 
 
 -- Usage rolled up per UTC day, project, token and model. Raw usage_events
 -- past the retention are added here and deleted in the same transaction
--- (service.UsagePruner), so every request is counted in exactly one of the
+-- (service.Store.UsagePrune), so every request is counted in exactly one of the
 -- two tables. day is the unix milliseconds of the UTC midnight starting it.
 CREATE TABLE usage_daily (
   day               INTEGER NOT NULL,
@@ -97,3 +101,14 @@ CREATE TABLE usage_daily (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX usage_daily_project_day_idx ON usage_daily (project_id, day);
 CREATE INDEX usage_daily_token_day_idx ON usage_daily (token_id, day);
+
+-- Signed-in dashboard browsers (internal/admin). The cookie holds the
+-- session's secret; only a keyed hash of it is stored, so the table signs
+-- nobody in. Not carried by db copy, export or import.
+CREATE TABLE sessions (
+  secret_hash BLOB    NOT NULL PRIMARY KEY,
+  csrf_token  TEXT    NOT NULL,
+  expires_at  INTEGER NOT NULL,
+  created_at  INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
+) STRICT, WITHOUT ROWID;
+CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);

@@ -9,16 +9,15 @@ import (
 
 	"github.com/llmproxy/llmproxy/gen/pgdb"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
-
-var _ service.BulkStore = (*Store)(nil)
 
 func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*service.Project, error) {
 	rows, err := s.q.ProjectDump(ctx, s.db, &pgdb.ProjectDumpParams{AfterID: p.AfterID, MaxRows: p.MaxRows()})
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, projectFromRow), nil
+	return convert.Map(rows, projectFromRow), nil
 }
 
 func (s *Store) TokenDump(ctx context.Context, p *service.DumpParams) ([]*service.Token, error) {
@@ -26,7 +25,7 @@ func (s *Store) TokenDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, tokenFromRow), nil
+	return convert.Map(rows, tokenFromRow), nil
 }
 
 func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*service.UsageEvent, error) {
@@ -34,7 +33,7 @@ func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, usageEventFromRow), nil
+	return convert.Map(rows, usageEventFromRow), nil
 }
 
 func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpParams) ([]*service.UsageDaily, error) {
@@ -48,7 +47,7 @@ func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpPar
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, usageDailyFromRow), nil
+	return convert.Map(rows, usageDailyFromRow), nil
 }
 
 func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*service.AuditEvent, error) {
@@ -56,7 +55,7 @@ func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, auditEventFromRow), nil
+	return convert.Map(rows, auditEventFromRow), nil
 }
 
 func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
@@ -64,9 +63,7 @@ func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	counts := tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents)
-	counts[service.TableUsageDaily] = row.UsageDaily
-	return counts, nil
+	return convert.TableCounts(row), nil
 }
 
 func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, error) {
@@ -74,23 +71,14 @@ func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, erro
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents), nil
-}
-
-func tableMap(projects, tokens, usageEvents, auditEvents int64) map[string]int64 {
-	return map[string]int64{
-		service.TableProjects:    projects,
-		service.TableTokens:      tokens,
-		service.TableUsageEvents: usageEvents,
-		service.TableAuditEvents: auditEvents,
-	}
+	return convert.NextIDs(row), nil
 }
 
 // TableTruncateAll deletes tokens before the projects they reference.
 func (s *Store) TableTruncateAll(ctx context.Context) error {
 	return s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
 		for _, deleteAll := range []func(context.Context, pgdb.DBTX) error{
-			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll,
+			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll, tx.q.SessionDeleteAll,
 		} {
 			if err := deleteAll(ctx, tx.db); err != nil {
 				return tx.fail(err)
@@ -172,6 +160,12 @@ func (s *Store) AuditInsertFullMany(ctx context.Context, rows []*service.AuditEv
 			CreatedAt: r.CreatedAt,
 		}
 	})
+}
+
+// Backup is not this store's: PostgreSQL is backed up with pg_dump, which
+// runs beside the server, not through a client connection.
+func (s *Store) Backup(context.Context, string) error {
+	return fmt.Errorf("postgres: backup: %w; use pg_dump", service.ErrNotImplemented)
 }
 
 // copyFrom converts rows into one backing array and copies them in.

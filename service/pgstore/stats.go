@@ -2,8 +2,6 @@ package pgstore
 
 import "github.com/llmproxy/llmproxy/service"
 
-var _ service.PoolStatser = (*Store)(nil)
-
 // PoolStats reports the pgxpool's connections.
 func (s *Store) PoolStats() service.PoolStats {
 	st := s.pool.Stat()

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +16,7 @@ import (
 	"github.com/llmproxy/llmproxy/gen/pgdb"
 	"github.com/llmproxy/llmproxy/migrate"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 func init() {
@@ -25,10 +25,7 @@ func init() {
 	})
 }
 
-var (
-	_ service.Store         = (*Store)(nil)
-	_ service.TokenAdmitter = (*Store)(nil)
-)
+var _ service.Store = (*Store)(nil)
 
 // Defaults for the pool settings a Config leaves at zero (the configuration contract's).
 const (
@@ -52,9 +49,9 @@ type Store struct {
 	q    *pgdb.Queries
 	db   pgdb.DBTX // pool, or the transaction when inTx
 	inTx bool
-	// Set inside a transaction that restricts admission, whose commit then
-	// waits out the proxies' admission leases.
-	restrictsAdmission *bool
+	// Inside a transaction: the tokens whose admission leases its commit
+	// waits out, as it restricts their admission.
+	leases *service.LeaseScope
 }
 
 // Open connects to cfg.DatabaseURL, checks the server answers and, unless
@@ -141,25 +138,41 @@ func (s *Store) withTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Stor
 		return s.fail(err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) // a no-op after Commit
-	restricts := false
-	if err := fn(&Store{pool: s.pool, q: s.q, db: tx, inTx: true, restrictsAdmission: &restricts}); err != nil {
+	leases := &service.LeaseScope{}
+	if err := fn(&Store{pool: s.pool, q: s.q, db: tx, inTx: true, leases: leases}); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return s.fail(err)
 	}
-	if restricts {
-		service.AwaitAdmissionLeases()
-	}
+	service.AwaitLeases(ctx, leases, leaseReader{s})
 	return nil
 }
 
-// restrictAdmission marks the transaction, when restricts, as one whose
-// commit must wait out the admission leases (service.AwaitAdmissionLeases).
-func (s *Store) restrictAdmission(restricts bool) {
-	if restricts {
-		*s.restrictsAdmission = true
-	}
+// leaseReader reads leases after the commit. An admission that read the
+// token as it was before a change of the token's row waited for that
+// change's row lock and then saw the change, or the change waited for it:
+// its lease is committed by then. An admission that read the project as it
+// was before a change of the project row may still be running, so the
+// project's leases are read after TokenLockForLeases has waited for it.
+type leaseReader struct{ s *Store }
+
+func (r leaseReader) TokenLeaseRemaining(ctx context.Context, id int64) (time.Duration, error) {
+	us, err := r.s.q.TokenLeaseRemaining(ctx, r.s.db, id)
+	return time.Duration(us) * time.Microsecond, r.s.fail(err)
+}
+
+func (r leaseReader) ProjectLeaseRemaining(ctx context.Context, id int64) (time.Duration, error) {
+	var us int64
+	err := r.s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
+		if err := tx.q.TokenLockForLeases(ctx, tx.db); err != nil {
+			return tx.fail(err)
+		}
+		var err error
+		us, err = tx.q.TokenLeaseRemainingForProject(ctx, tx.db, id)
+		return tx.fail(err)
+	})
+	return time.Duration(us) * time.Microsecond, err
 }
 
 // fail maps err like mapError and, when it shows the server went away,
@@ -215,13 +228,15 @@ func (s *Store) ProjectList(ctx context.Context, p *service.ProjectListParams) (
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, projectFromRow), nil
+	return convert.Map(rows, projectFromRow), nil
 }
 
 func (s *Store) ProjectUpdate(ctx context.Context, p *service.ProjectUpdateParams) (*service.Project, error) {
 	var row *pgdb.Project
 	err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
-		tx.restrictAdmission(p.RestrictsAdmission())
+		if p.RestrictsAdmission() {
+			tx.leases.AddProject(p.ID)
+		}
 		var err error
 		if p.IsActive != nil {
 			row, err = tx.q.ProjectSetActive(ctx, tx.db, &pgdb.ProjectSetActiveParams{IsActive: *p.IsActive, ID: p.ID})
@@ -306,7 +321,7 @@ func (s *Store) TokenList(ctx context.Context, p *service.TokenListParams) ([]*s
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, tokenFromRow), nil
+	return convert.Map(rows, tokenFromRow), nil
 }
 
 // TokenAdmit counts the request with one conditional UPDATE; only when it
@@ -324,13 +339,14 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 // TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE ... FROM projects
 // finds the token by its hash, counts n requests and returns the token with
 // its project, in one round trip.
-func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
-	if err := service.CheckAdmission(n, reserve); err != nil {
+func (s *Store) TokenAdmitByHash(ctx context.Context, p *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
+	if err := service.CheckAdmission(p); err != nil {
 		return nil, nil, err
 	}
-	row, err := service.AdmitOrExplain(ctx, s, n+reserve, func() (*pgdb.TokenAdmitByHashRow, bool, error) {
-		return matched(s.q.TokenAdmitByHash(ctx, s.db, &pgdb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash}))
-	}, func() (*service.Token, error) { return s.TokenGetByHash(ctx, secretHash) })
+	params := &pgdb.TokenAdmitByHashParams{SecretHash: p.SecretHash, N: p.N, Reserve: p.Reserve, LeaseUs: service.LeaseIn(p.Lease, time.Microsecond)}
+	row, err := service.AdmitOrExplain(ctx, s, p.N+p.Reserve, func() (*pgdb.TokenAdmitByHashRow, bool, error) {
+		return matched(s.q.TokenAdmitByHash(ctx, s.db, params))
+	}, func() (*service.Token, error) { return s.TokenGetByHash(ctx, p.SecretHash) })
 	if err != nil {
 		return nil, nil, s.fail(err)
 	}
@@ -363,7 +379,9 @@ func (s *Store) TokenSettleReserved(ctx context.Context, tokenID, reserved, unus
 func (s *Store) TokenUpdate(ctx context.Context, p *service.TokenUpdateParams) (*service.Token, error) {
 	var row *pgdb.Token
 	err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
-		tx.restrictAdmission(p.RestrictsAdmission())
+		if p.RestrictsAdmission() {
+			tx.leases.AddToken(p.ID)
+		}
 		var err error
 		if p.IsActive != nil {
 			row, err = tx.q.TokenSetActive(ctx, tx.db, &pgdb.TokenSetActiveParams{IsActive: *p.IsActive, ID: p.ID})
@@ -399,7 +417,9 @@ func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (
 			return tx.fail(err)
 		}
 		result.RevokedCount, err = tx.q.TokenRevokeAllForProject(ctx, tx.db, projectID)
-		tx.restrictAdmission(result.RevokedCount > 0)
+		if result.RevokedCount > 0 {
+			tx.leases.AddProject(projectID)
+		}
 		return tx.fail(err)
 	})
 	if err != nil {
@@ -491,7 +511,7 @@ func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*servi
 			return tx.fail(err)
 		}
 		totals.UsageCounts = service.UsageCounts(*row)
-		totals.ByModel = mapSlice(byModel, modelUsageFromRow)
+		totals.ByModel = convert.Map(byModel, convert.ModelUsage)
 		return nil
 	})
 	if err != nil {
@@ -499,8 +519,6 @@ func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*servi
 	}
 	return &totals, nil
 }
-
-var _ service.UsagePruner = (*Store)(nil)
 
 // UsagePrune rolls up each batch in a transaction of its own. Another
 // pruner's batch is skipped, not waited for (UsageDeleteBefore), and
@@ -514,7 +532,7 @@ func (s *Store) UsagePrune(ctx context.Context, params *service.UsagePruneParams
 			if err != nil || len(rows) == 0 {
 				return tx.fail(err)
 			}
-			if _, err := tx.q.UsageDailyAddMany(ctx, tx.db, usageDailyColumns(service.RollUpUsage(mapSlice(rows, usageEventFromRow)))); err != nil {
+			if _, err := tx.q.UsageDailyAddMany(ctx, tx.db, usageDailyColumns(service.RollUpUsage(convert.Map(rows, usageEventFromRow)))); err != nil {
 				return tx.fail(err)
 			}
 			n = int64(len(rows))
@@ -544,13 +562,13 @@ func (s *Store) UsageList(ctx context.Context, p *service.UsageListParams) ([]*s
 	rows, err := s.q.UsageList(ctx, s.db, &pgdb.UsageListParams{
 		ProjectID: p.ProjectID,
 		TokenID:   p.TokenID,
-		BeforeID:  beforeID(p.BeforeID),
+		BeforeID:  convert.BeforeID(p.BeforeID),
 		MaxRows:   service.PageLimit(p.Limit),
 	})
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, usageEventFromRow), nil
+	return convert.Map(rows, usageEventFromRow), nil
 }
 
 func (s *Store) AuditInsert(ctx context.Context, p *service.AuditInsertParams) (*service.AuditEvent, error) {
@@ -575,29 +593,13 @@ func (s *Store) AuditInsert(ctx context.Context, p *service.AuditInsertParams) (
 func (s *Store) AuditList(ctx context.Context, p *service.AuditListParams) ([]*service.AuditEvent, error) {
 	rows, err := s.q.AuditList(ctx, s.db, &pgdb.AuditListParams{
 		ProjectID: p.ProjectID,
-		BeforeID:  beforeID(p.BeforeID),
+		BeforeID:  convert.BeforeID(p.BeforeID),
 		MaxRows:   service.PageLimit(p.Limit),
 	})
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return mapSlice(rows, auditEventFromRow), nil
-}
-
-// beforeID turns "0: from the newest" into a bound every id is below.
-func beforeID(id int64) int64 {
-	if id == 0 {
-		return math.MaxInt64
-	}
-	return id
-}
-
-func mapSlice[T, U any](in []T, f func(T) U) []U {
-	out := make([]U, len(in))
-	for i, v := range in {
-		out[i] = f(v)
-	}
-	return out
+	return convert.Map(rows, auditEventFromRow), nil
 }
 
 func projectFromRow(r *pgdb.Project) *service.Project {
@@ -617,11 +619,16 @@ func tokenFromRow(r *pgdb.Token) *service.Token {
 	t.ExpiresAt = t.ExpiresAt.UTC()
 	t.CreatedAt = t.CreatedAt.UTC()
 	t.UpdatedAt = t.UpdatedAt.UTC()
-	if t.LastUsedAt != nil {
-		lastUsed := t.LastUsedAt.UTC()
-		t.LastUsedAt = &lastUsed
-	}
+	t.LastUsedAt, t.LeaseUntil = utcPtr(t.LastUsedAt), utcPtr(t.LeaseUntil)
 	return &t
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	utc := t.UTC()
+	return &utc
 }
 
 func usageEventFromRow(r *pgdb.UsageEvent) *service.UsageEvent {
@@ -658,18 +665,5 @@ func auditEventFromRow(r *pgdb.AuditEvent) *service.AuditEvent {
 		Result:    r.Result,
 		Details:   json.RawMessage(r.Details),
 		CreatedAt: r.CreatedAt.UTC(),
-	}
-}
-
-func modelUsageFromRow(r *pgdb.UsageTotalsByModelRow) service.ModelUsage {
-	return service.ModelUsage{
-		Model: r.Model,
-		UsageCounts: service.UsageCounts{
-			Requests:         r.Requests,
-			Errors:           r.Errors,
-			PromptTokens:     r.PromptTokens,
-			CompletionTokens: r.CompletionTokens,
-			TotalTokens:      r.TotalTokens,
-		},
 	}
 }

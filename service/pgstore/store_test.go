@@ -1,11 +1,13 @@
 package pgstore_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -20,20 +22,6 @@ import (
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) service.Store {
-		return openStore(t, migratedDatabase(t))
-	})
-}
-
-func TestUsagePruner(t *testing.T) {
-	t.Parallel()
-	storetest.RunUsagePruner(t, func(t *testing.T) service.Store {
-		return openStore(t, migratedDatabase(t))
-	})
-}
-
-func TestTokenAdmitter(t *testing.T) {
-	t.Parallel()
-	storetest.RunTokenAdmitter(t, func(t *testing.T) service.Store {
 		return openStore(t, migratedDatabase(t))
 	})
 }
@@ -140,4 +128,55 @@ func closedPort(t *testing.T) int {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	return port
+}
+
+func TestBackupIsNotImplemented(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, migratedDatabase(t))
+	err := s.Backup(t.Context(), t.TempDir()+"/backup")
+	if !errors.Is(err, service.ErrNotImplemented) || !strings.Contains(err.Error(), "pg_dump") {
+		t.Errorf("Backup = %v, want ErrNotImplemented naming pg_dump", err)
+	}
+}
+
+// UsageInsertBatch writes all its events or none. usage_events has no
+// constraint a recorded request could break, so a trigger refuses one row
+// in the middle of a batch; none of the batch may stay.
+func TestUsageInsertBatchWritesAllOrNothing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := migratedDatabase(t)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `
+		CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS
+		  $$ BEGIN RAISE EXCEPTION 'poisoned row'; END $$;
+		CREATE TRIGGER usage_events_refuse_poison BEFORE INSERT ON usage_events
+		  FOR EACH ROW WHEN (NEW.model = 'poison') EXECUTE FUNCTION refuse_poison();`); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, url)
+	event := func(model string) *service.UsageEventCreateParams {
+		return &service.UsageEventCreateParams{TokenID: 1, ProjectID: 1, Method: "POST", Path: "/v1/x", Model: model, Status: 200, CreatedAt: time.Now()}
+	}
+	count := func() int64 {
+		t.Helper()
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM usage_events").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, err := s.UsageInsertBatch(ctx, []*service.UsageEventCreateParams{event("m"), event("poison"), event("m")}); err == nil {
+		t.Fatal("UsageInsertBatch with a refused row succeeded")
+	}
+	if n := count(); n != 0 {
+		t.Errorf("%d events stored after a refused batch, want 0", n)
+	}
+	if n, err := s.UsageInsertBatch(ctx, []*service.UsageEventCreateParams{event("m"), event("m")}); err != nil || n != 2 || count() != 2 {
+		t.Errorf("UsageInsertBatch without the refused row = %d, %v; want 2 written", n, err)
+	}
 }

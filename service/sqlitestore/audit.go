@@ -5,6 +5,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/gen/sqlitedb"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 func (s *Store) AuditInsert(ctx context.Context, params *service.AuditInsertParams) (*service.AuditEvent, error) {
@@ -29,11 +30,11 @@ func (s *Store) AuditInsert(ctx context.Context, params *service.AuditInsertPara
 func (s *Store) AuditList(ctx context.Context, params *service.AuditListParams) ([]*service.AuditEvent, error) {
 	rows, err := s.q.AuditList(ctx, s.reads(), &sqlitedb.AuditListParams{
 		ProjectID: params.ProjectID,
-		BeforeID:  beforeID(params.BeforeID),
+		BeforeID:  convert.BeforeID(params.BeforeID),
 		MaxRows:   service.PageLimit(params.Limit),
 	})
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, auditEventFromRow), nil
+	return convert.Map(rows, auditEventFromRow), nil
 }

@@ -19,16 +19,6 @@ func fromMillisPtr(ms *int64) *time.Time {
 	return &t
 }
 
-// mapSlice converts every element; the result is never nil, so an empty
-// listing stays an empty list.
-func mapSlice[R, T any](rows []R, convert func(R) T) []T {
-	out := make([]T, len(rows))
-	for i, r := range rows {
-		out[i] = convert(r)
-	}
-	return out
-}
-
 func projectFromRow(r *sqlitedb.Project) *service.Project {
 	return &service.Project{
 		ID:               r.ID,
@@ -55,6 +45,7 @@ func tokenFromRow(r *sqlitedb.Token) *service.Token {
 		UpdatedAt:        fromMillis(r.UpdatedAt),
 		LastUsedAt:       fromMillisPtr(r.LastUsedAt),
 		RequestsReserved: r.RequestsReserved,
+		LeaseUntil:       fromMillisPtr(r.LeaseUntil),
 	}
 }
 
@@ -74,6 +65,7 @@ func tokenAdmitByHashFromRow(r *sqlitedb.TokenAdmitByHashRow) (*service.Token, *
 		UpdatedAt:        r.UpdatedAt,
 		LastUsedAt:       r.LastUsedAt,
 		RequestsReserved: r.RequestsReserved,
+		LeaseUntil:       r.LeaseUntil,
 	})
 	project := projectFromRow(&sqlitedb.Project{
 		ID:               r.ProjectID,
@@ -129,18 +121,5 @@ func auditEventFromRow(r *sqlitedb.AuditEvent) *service.AuditEvent {
 		Result:    r.Result,
 		Details:   json.RawMessage(r.Details),
 		CreatedAt: fromMillis(r.CreatedAt),
-	}
-}
-
-func modelUsageFromRow(r *sqlitedb.UsageTotalsByModelRow) service.ModelUsage {
-	return service.ModelUsage{
-		Model: r.Model,
-		UsageCounts: service.UsageCounts{
-			Requests:         r.Requests,
-			Errors:           r.Errors,
-			PromptTokens:     r.PromptTokens,
-			CompletionTokens: r.CompletionTokens,
-			TotalTokens:      r.TotalTokens,
-		},
 	}
 }

@@ -4,20 +4,14 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/llmproxy/llmproxy/gen/sqlitedb"
 	"github.com/llmproxy/llmproxy/service"
-)
-
-var (
-	_ service.BulkStore = (*Store)(nil)
-	_ service.Backuper  = (*Store)(nil)
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*service.Project, error) {
@@ -25,7 +19,7 @@ func (s *Store) ProjectDump(ctx context.Context, p *service.DumpParams) ([]*serv
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, projectFromRow), nil
+	return convert.Map(rows, projectFromRow), nil
 }
 
 func (s *Store) TokenDump(ctx context.Context, p *service.DumpParams) ([]*service.Token, error) {
@@ -33,7 +27,7 @@ func (s *Store) TokenDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, tokenFromRow), nil
+	return convert.Map(rows, tokenFromRow), nil
 }
 
 func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*service.UsageEvent, error) {
@@ -41,7 +35,7 @@ func (s *Store) UsageDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, usageEventFromRow), nil
+	return convert.Map(rows, usageEventFromRow), nil
 }
 
 func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpParams) ([]*service.UsageDaily, error) {
@@ -55,7 +49,7 @@ func (s *Store) UsageDailyDump(ctx context.Context, p *service.UsageDailyDumpPar
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, usageDailyFromRow), nil
+	return convert.Map(rows, usageDailyFromRow), nil
 }
 
 func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*service.AuditEvent, error) {
@@ -63,7 +57,7 @@ func (s *Store) AuditDump(ctx context.Context, p *service.DumpParams) ([]*servic
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, auditEventFromRow), nil
+	return convert.Map(rows, auditEventFromRow), nil
 }
 
 func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
@@ -71,9 +65,7 @@ func (s *Store) TableCounts(ctx context.Context) (map[string]int64, error) {
 	if err != nil {
 		return nil, mapError(err)
 	}
-	counts := tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents)
-	counts[service.TableUsageDaily] = row.UsageDaily
-	return counts, nil
+	return convert.TableCounts(row), nil
 }
 
 // TableSequencesReset has nothing to reset, since SQLite gives a new row
@@ -83,23 +75,14 @@ func (s *Store) TableSequencesReset(ctx context.Context) (map[string]int64, erro
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return tableMap(row.Projects, row.Tokens, row.UsageEvents, row.AuditEvents), nil
-}
-
-func tableMap(projects, tokens, usageEvents, auditEvents int64) map[string]int64 {
-	return map[string]int64{
-		service.TableProjects:    projects,
-		service.TableTokens:      tokens,
-		service.TableUsageEvents: usageEvents,
-		service.TableAuditEvents: auditEvents,
-	}
+	return convert.NextIDs(row), nil
 }
 
 // TableTruncateAll deletes tokens before the projects they reference.
 func (s *Store) TableTruncateAll(ctx context.Context) error {
 	_, err := inTx(ctx, s, func(tx *Store) (struct{}, error) {
 		for _, deleteAll := range []func(context.Context, sqlitedb.DBTX) error{
-			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll,
+			tx.q.TokenDeleteAll, tx.q.ProjectDeleteAll, tx.q.UsageDeleteAll, tx.q.UsageDailyDeleteAll, tx.q.AuditDeleteAll, tx.q.SessionDeleteAll,
 		} {
 			if err := deleteAll(ctx, tx.tx); err != nil {
 				return struct{}{}, mapError(err)
@@ -135,6 +118,7 @@ type (
 		UpdatedAt        int64  `json:"updated_at"`
 		LastUsedAt       *int64 `json:"last_used_at"`
 		RequestsReserved int64  `json:"requests_reserved"`
+		LeaseUntil       *int64 `json:"lease_until"`
 	}
 	usageFullRow struct {
 		ID int64 `json:"id"`
@@ -193,6 +177,7 @@ func (s *Store) TokenInsertFullMany(ctx context.Context, rows []*service.Token) 
 			UpdatedAt:        r.UpdatedAt.UnixMilli(),
 			LastUsedAt:       toMillisPtr(r.LastUsedAt),
 			RequestsReserved: r.RequestsReserved,
+			LeaseUntil:       toMillisPtr(r.LeaseUntil),
 		}
 	})
 }
@@ -259,7 +244,7 @@ func insertJSONRows[T, R any](ctx context.Context, s *Store, insert func(context
 	if len(rows) == 0 {
 		return nil
 	}
-	data, err := json.Marshal(mapSlice(rows, toRow))
+	data, err := json.Marshal(convert.Map(rows, toRow))
 	if err != nil {
 		return err
 	}
@@ -290,26 +275,25 @@ func (s *Store) Backup(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Lstat(abs); err == nil {
-		return fmt.Errorf("backup %s: %w", path, fs.ErrExist)
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	// Created empty first (VACUUM INTO fills an empty file), so that it is
+	// private like the database and an existing file is refused atomically.
+	if err := createPrivate(abs); err != nil {
 		return fmt.Errorf("backup %s: %w", path, err)
 	}
-	if dir, err := os.Stat(filepath.Dir(abs)); err != nil {
+	if err := s.vacuumInto(ctx, abs); err != nil {
+		_ = os.Remove(abs) // a partial file is no backup
 		return fmt.Errorf("backup %s: %w", path, err)
-	} else if !dir.IsDir() {
-		return fmt.Errorf("backup %s: %s is not a directory", path, filepath.Dir(abs))
 	}
+	return nil
+}
 
+func (s *Store) vacuumInto(ctx context.Context, path string) error {
 	db, err := openDB(ctx, s.path, backupParams, 1)
 	if err != nil {
-		return fmt.Errorf("backup: %w", err)
+		return err
 	}
 	defer db.Close()
 	// The statement is fixed and the path a bound parameter.
-	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", abs); err != nil {
-		_ = os.Remove(abs) // a partial file is no backup
-		return fmt.Errorf("backup %s: %w", path, mapError(err))
-	}
-	return nil
+	_, err = db.ExecContext(ctx, "VACUUM INTO ?", path)
+	return mapError(err)
 }

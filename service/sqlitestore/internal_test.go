@@ -227,3 +227,36 @@ func TestBackgroundCheckpoint(t *testing.T) {
 		t.Errorf("integrity_check = %s", got)
 	}
 }
+
+// UsageInsertBatch writes all its events or none. usage_events has no
+// constraint a recorded request could break, so a trigger refuses one row
+// in the middle of a batch; none of the batch may stay.
+func TestUsageInsertBatchWritesAllOrNothing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openTestStore(t)
+	if _, err := s.writer.ExecContext(ctx, `CREATE TRIGGER usage_events_refuse_poison BEFORE INSERT ON usage_events
+		WHEN NEW.model = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned row'); END`); err != nil {
+		t.Fatal(err)
+	}
+	event := func(model string) *service.UsageEventCreateParams {
+		return &service.UsageEventCreateParams{TokenID: 1, ProjectID: 1, Method: "POST", Path: "/v1/x", Model: model, Status: 200, CreatedAt: time.Now()}
+	}
+	count := func() int64 {
+		t.Helper()
+		var n int64
+		if err := s.writer.QueryRowContext(ctx, "SELECT count(*) FROM usage_events").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, err := s.UsageInsertBatch(ctx, []*service.UsageEventCreateParams{event("m"), event("poison"), event("m")}); err == nil {
+		t.Fatal("UsageInsertBatch with a refused row succeeded")
+	}
+	if n := count(); n != 0 {
+		t.Errorf("%d events stored after a refused batch, want 0", n)
+	}
+	if n, err := s.UsageInsertBatch(ctx, []*service.UsageEventCreateParams{event("m"), event("m")}); err != nil || n != 2 || count() != 2 {
+		t.Errorf("UsageInsertBatch without the refused row = %d, %v; want 2 written", n, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/gen/sqlitedb"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 func (s *Store) ProjectCreate(ctx context.Context, params *service.ProjectCreateParams) (*service.Project, error) {
@@ -35,12 +36,14 @@ func (s *Store) ProjectList(ctx context.Context, params *service.ProjectListPara
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, projectFromRow), nil
+	return convert.Map(rows, projectFromRow), nil
 }
 
 func (s *Store) ProjectUpdate(ctx context.Context, params *service.ProjectUpdateParams) (*service.Project, error) {
 	return inTx(ctx, s, func(tx *Store) (*service.Project, error) {
-		tx.restrictAdmission(params.RestrictsAdmission())
+		if params.RestrictsAdmission() {
+			tx.leases.AddProject(params.ID)
+		}
 		if params.IsActive != nil {
 			if _, err := tx.q.ProjectSetActive(ctx, tx.tx, &sqlitedb.ProjectSetActiveParams{IsActive: *params.IsActive, ID: params.ID}); err != nil {
 				return nil, mapError(err)

@@ -6,8 +6,6 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-var _ service.PoolStatser = (*Store)(nil)
-
 // PoolStats adds up the writer connection and the reader pool.
 func (s *Store) PoolStats() service.PoolStats {
 	w, r := s.writer.Stats(), s.reader.Stats()

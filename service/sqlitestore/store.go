@@ -8,12 +8,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
@@ -28,10 +30,7 @@ func init() {
 	})
 }
 
-var (
-	_ service.Store         = (*Store)(nil)
-	_ service.TokenAdmitter = (*Store)(nil)
-)
+var _ service.Store = (*Store)(nil)
 
 // Connection parameters. Every connection needs foreign_keys and busy_timeout
 // (both are per connection); journal_mode is stored in the file, so the
@@ -67,9 +66,9 @@ type Store struct {
 	readStmts  *stmtCache
 	q          *sqlitedb.Queries
 	tx         *sql.Tx
-	// Set inside a transaction that restricts admission, whose commit then
-	// waits out the proxies' admission leases.
-	restrictsAdmission *bool
+	// Inside a transaction: the tokens whose admission leases its commit
+	// waits out, as it restricts their admission.
+	leases *service.LeaseScope
 
 	checkpointer *checkpointer
 }
@@ -87,6 +86,9 @@ func Open(ctx context.Context, cfg service.Config) (*Store, error) {
 	}
 	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
 		return nil, fmt.Errorf("SQLite database %q: create its directory: %w", path, err)
+	}
+	if err := createPrivate(abs); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("SQLite database %q: %w", path, err)
 	}
 
 	writer, err := openDB(ctx, abs, writerParams, 1)
@@ -115,6 +117,18 @@ func Open(ctx context.Context, cfg service.Config) (*Store, error) {
 	}
 	s.checkpointer = startCheckpointer(reader, checkpointInterval)
 	return s, nil
+}
+
+// createPrivate creates the empty file path (an empty SQLite database),
+// readable by its owner only, as the key file is: SQLite would create it
+// 0644, and it creates the -wal and -shm files with the mode of the
+// database file. A file that exists keeps its mode (fs.ErrExist).
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // openDB opens a pool of at most conns connections and connects once, which
@@ -178,9 +192,8 @@ func inTx[T any](ctx context.Context, s *Store, fn func(tx *Store) (T, error)) (
 		return zero, mapError(err)
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
-	restricts := false
 	txStore := *s
-	txStore.tx, txStore.restrictsAdmission = tx, &restricts
+	txStore.tx, txStore.leases = tx, &service.LeaseScope{}
 	result, err := fn(&txStore)
 	if err != nil {
 		return zero, err
@@ -188,18 +201,23 @@ func inTx[T any](ctx context.Context, s *Store, fn func(tx *Store) (T, error)) (
 	if err := tx.Commit(); err != nil {
 		return zero, mapError(err)
 	}
-	if restricts {
-		service.AwaitAdmissionLeases()
-	}
+	service.AwaitLeases(ctx, txStore.leases, leaseReader{s})
 	return result, nil
 }
 
-// restrictAdmission marks the transaction, when restricts, as one whose
-// commit must wait out the admission leases (service.AwaitAdmissionLeases).
-func (s *Store) restrictAdmission(restricts bool) {
-	if restricts {
-		*s.restrictsAdmission = true
-	}
+// leaseReader reads leases on the reader pool, after the commit: SQLite
+// runs one writing statement at a time, so every admission that began
+// before the commit has recorded its lease by then.
+type leaseReader struct{ s *Store }
+
+func (r leaseReader) TokenLeaseRemaining(ctx context.Context, id int64) (time.Duration, error) {
+	ms, err := r.s.q.TokenLeaseRemaining(ctx, r.s.readStmts, id)
+	return time.Duration(ms) * time.Millisecond, mapError(err)
+}
+
+func (r leaseReader) ProjectLeaseRemaining(ctx context.Context, id int64) (time.Duration, error) {
+	ms, err := r.s.q.TokenLeaseRemainingForProject(ctx, r.s.readStmts, id)
+	return time.Duration(ms) * time.Millisecond, mapError(err)
 }
 
 // readTx runs fn on one snapshot: the transaction s is bound to, or a

@@ -25,20 +25,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestUsagePruner(t *testing.T) {
-	t.Parallel()
-	storetest.RunUsagePruner(t, func(t *testing.T) service.Store {
-		return openStore(t, filepath.Join(t.TempDir(), "test.db"))
-	})
-}
-
-func TestTokenAdmitter(t *testing.T) {
-	t.Parallel()
-	storetest.RunTokenAdmitter(t, func(t *testing.T) service.Store {
-		return openStore(t, filepath.Join(t.TempDir(), "test.db"))
-	})
-}
-
 func openStore(t testing.TB, path string) *sqlitestore.Store {
 	t.Helper()
 	s, err := sqlitestore.Open(context.Background(), service.Config{SQLitePath: path})
@@ -242,5 +228,46 @@ func TestInTxCancelledReleasesWriter(t *testing.T) {
 		if p.Name == inside.Name {
 			t.Fatalf("project %q of the cancelled transaction was kept", p.Name)
 		}
+	}
+}
+
+// The database holds token hashes and encrypted upstream keys: its file,
+// its -wal and -shm files and a backup are readable by the owner only.
+func TestFilesArePrivate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "llmproxy.db")
+	s := openStore(t, path)
+	if _, err := s.ProjectCreate(t.Context(), &service.ProjectCreateParams{Name: "p", APIKeyCiphertext: []byte{1}, APIKeyHint: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(dir, "backup.db")
+	if err := s.Backup(t.Context(), backup); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{path, path + "-wal", path + "-shm", backup} {
+		info, err := os.Stat(file)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if perm := info.Mode().Perm(); perm&^0o600 != 0 {
+			t.Errorf("%s: mode %v, want at most 0600", filepath.Base(file), perm)
+		}
+	}
+}
+
+// A database file that exists keeps its mode: the operator chose it.
+func TestOpenKeepsModeOfExistingFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "llmproxy.db")
+	if err := os.WriteFile(path, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	openStore(t, path)
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o640 {
+		t.Errorf("existing database file: %v, %v; want mode 0640 kept", info.Mode().Perm(), err)
 	}
 }

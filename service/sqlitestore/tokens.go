@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"time"
 
 	"github.com/llmproxy/llmproxy/gen/sqlitedb"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 func (s *Store) TokenCreate(ctx context.Context, params *service.TokenCreateParams) (*service.Token, error) {
@@ -71,7 +73,7 @@ func (s *Store) TokenList(ctx context.Context, params *service.TokenListParams) 
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, tokenFromRow), nil
+	return convert.Map(rows, tokenFromRow), nil
 }
 
 // TokenAdmit is on every proxied request: one UPDATE ... RETURNING decides,
@@ -88,13 +90,14 @@ func (s *Store) TokenAdmit(ctx context.Context, id int64) (*service.Token, error
 
 // TokenAdmitByHash is the proxy's TokenAdmit: one UPDATE finds the token by
 // its hash, counts n requests and returns the token with its project.
-func (s *Store) TokenAdmitByHash(ctx context.Context, secretHash []byte, n, reserve int64) (*service.Token, *service.Project, error) {
-	if err := service.CheckAdmission(n, reserve); err != nil {
+func (s *Store) TokenAdmitByHash(ctx context.Context, p *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
+	if err := service.CheckAdmission(p); err != nil {
 		return nil, nil, err
 	}
-	row, err := service.AdmitOrExplain(ctx, s, n+reserve, func() (*sqlitedb.TokenAdmitByHashRow, bool, error) {
-		return matched(s.q.TokenAdmitByHash(ctx, s.writes(), &sqlitedb.TokenAdmitByHashParams{N: n, Reserve: reserve, SecretHash: secretHash}))
-	}, func() (*service.Token, error) { return s.TokenGetByHash(ctx, secretHash) })
+	params := &sqlitedb.TokenAdmitByHashParams{N: p.N, Reserve: p.Reserve, LeaseMs: service.LeaseIn(p.Lease, time.Millisecond), SecretHash: p.SecretHash}
+	row, err := service.AdmitOrExplain(ctx, s, p.N+p.Reserve, func() (*sqlitedb.TokenAdmitByHashRow, bool, error) {
+		return matched(s.q.TokenAdmitByHash(ctx, s.writes(), params))
+	}, func() (*service.Token, error) { return s.TokenGetByHash(ctx, p.SecretHash) })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -130,7 +133,9 @@ func (s *Store) TokenUpdate(ctx context.Context, params *service.TokenUpdatePara
 		return s.TokenGetByID(ctx, params.ID)
 	}
 	return inTx(ctx, s, func(tx *Store) (*service.Token, error) {
-		tx.restrictAdmission(params.RestrictsAdmission())
+		if params.RestrictsAdmission() {
+			tx.leases.AddToken(params.ID)
+		}
 		var row *sqlitedb.Token
 		var err error
 		if params.IsActive != nil {
@@ -162,7 +167,9 @@ func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (
 		if err != nil {
 			return nil, mapError(err)
 		}
-		tx.restrictAdmission(revoked > 0)
+		if revoked > 0 {
+			tx.leases.AddProject(projectID)
+		}
 		return &service.RevokeResult{RevokedCount: revoked, AlreadyRevokedCount: already}, nil
 	})
 }

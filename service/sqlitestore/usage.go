@@ -4,11 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"encoding/hex"
-	"math"
 	"time"
 
 	"github.com/llmproxy/llmproxy/gen/sqlitedb"
 	"github.com/llmproxy/llmproxy/service"
+	"github.com/llmproxy/llmproxy/service/internal/convert"
 )
 
 // usageRow is one element of the JSON array UsageInsertFullMany passes to
@@ -125,7 +125,7 @@ func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*
 		}
 		totals = service.UsageTotals{
 			UsageCounts: service.UsageCounts(*counts),
-			ByModel:     mapSlice(byModel, modelUsageFromRow),
+			ByModel:     convert.Map(byModel, convert.ModelUsage),
 		}
 		return nil
 	})
@@ -134,8 +134,6 @@ func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*
 	}
 	return &totals, nil
 }
-
-var _ service.UsagePruner = (*Store)(nil)
 
 // UsagePrune rolls up each batch in a write transaction of its own, so the
 // writer connection is free between batches for the usage recorder and
@@ -150,7 +148,7 @@ func (s *Store) UsagePrune(ctx context.Context, params *service.UsagePruneParams
 			if err != nil || len(rows) == 0 {
 				return 0, mapError(err)
 			}
-			daily := service.RollUpUsage(mapSlice(rows, usageEventFromRow))
+			daily := service.RollUpUsage(convert.Map(rows, usageEventFromRow))
 			if err := insertJSONRows(ctx, tx, tx.q.UsageDailyAddMany, daily, usageDailyToRow); err != nil {
 				return 0, err
 			}
@@ -163,19 +161,11 @@ func (s *Store) UsageList(ctx context.Context, params *service.UsageListParams) 
 	rows, err := s.q.UsageList(ctx, s.reads(), &sqlitedb.UsageListParams{
 		ProjectID: params.ProjectID,
 		TokenID:   params.TokenID,
-		BeforeID:  beforeID(params.BeforeID),
+		BeforeID:  convert.BeforeID(params.BeforeID),
 		MaxRows:   service.PageLimit(params.Limit),
 	})
 	if err != nil {
 		return nil, mapError(err)
 	}
-	return mapSlice(rows, usageEventFromRow), nil
-}
-
-// beforeID turns "from the newest" (0) into a bound every id is below.
-func beforeID(id int64) int64 {
-	if id == 0 {
-		return math.MaxInt64
-	}
-	return id
+	return convert.Map(rows, usageEventFromRow), nil
 }

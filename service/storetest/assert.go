@@ -83,12 +83,18 @@ func assertTokenEqual(t *testing.T, got, want *service.Token) {
 	assertSameInstant(t, "token ExpiresAt", got.ExpiresAt, want.ExpiresAt)
 	assertSameInstant(t, "token CreatedAt", got.CreatedAt, want.CreatedAt)
 	assertSameInstant(t, "token UpdatedAt", got.UpdatedAt, want.UpdatedAt)
+	assertSameInstantPtr(t, "token LastUsedAt", got.LastUsedAt, want.LastUsedAt)
+	assertSameInstantPtr(t, "token LeaseUntil", got.LeaseUntil, want.LeaseUntil)
+}
+
+func assertSameInstantPtr(t *testing.T, what string, got, want *time.Time) {
+	t.Helper()
 	switch {
-	case got.LastUsedAt == nil && want.LastUsedAt == nil:
-	case got.LastUsedAt == nil || want.LastUsedAt == nil:
-		t.Errorf("token LastUsedAt = %s, want %s", show(got.LastUsedAt), show(want.LastUsedAt))
+	case got == nil && want == nil:
+	case got == nil || want == nil:
+		t.Errorf("%s = %s, want %s", what, show(got), show(want))
 	default:
-		assertSameInstant(t, "token LastUsedAt", *got.LastUsedAt, *want.LastUsedAt)
+		assertSameInstant(t, what, *got, *want)
 	}
 }
 

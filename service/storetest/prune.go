@@ -15,42 +15,13 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-// pruner is what the UsagePrune tests need of a backend: the Store to fill
-// it and read totals, pruning, and a dump to read usage_daily back.
-type pruner interface {
-	service.Store
-	service.UsagePruner
-	service.Dumper
-}
-
-// RunUsagePruner runs the tests of service.UsagePruner, an optional
-// interface the Store suite cannot reach, against the stores newStore
-// returns (as for Run); they must implement service.UsagePruner and
-// service.Dumper.
-func RunUsagePruner(t *testing.T, newStore func(t *testing.T) service.Store) {
-	for _, c := range usagePruneCases {
-		t.Run("UsagePrune/"+c.name, func(t *testing.T) {
-			t.Parallel()
-			s := newStore(t)
-			p, ok := s.(pruner)
-			if !ok {
-				t.Fatalf("%T does not implement service.UsagePruner and service.Dumper", s)
-			}
-			c.run(t, p)
-		})
-	}
-}
-
 // pruneDay0 is the first day of the events; day(n) is the midnight n days later.
 var pruneDay0 = time.Date(2030, 3, 1, 0, 0, 0, 0, time.UTC)
 
 func day(n int) time.Time { return pruneDay0.AddDate(0, 0, n) }
 
-var usagePruneCases = []struct {
-	name string
-	run  func(t *testing.T, s pruner)
-}{
-	{"RollsUpWholeDaysExactly", func(t *testing.T, s pruner) {
+var usagePruneCases = []storeCase{
+	{"RollsUpWholeDaysExactly", func(t *testing.T, s service.Store) {
 		events := eventsOnDays(27, 0, 1, 2, 3, 4, 5, 6)
 		insertUsage(t, s, events...)
 		before := totalsOverDays(t, s, 7)
@@ -67,7 +38,7 @@ var usagePruneCases = []struct {
 		assertRawEvents(t, s, 2*27, day(5))
 		assertSameTotals(t, before, totalsOverDays(t, s, 7))
 	}},
-	{"IsIdempotent", func(t *testing.T, s pruner) {
+	{"IsIdempotent", func(t *testing.T, s service.Store) {
 		events := eventsOnDays(27, 0, 1, 2, 3)
 		insertUsage(t, s, events...)
 		before := totalsOverDays(t, s, 4)
@@ -85,7 +56,7 @@ var usagePruneCases = []struct {
 			t.Errorf("usage_daily changed by pruning again:\n%s\nwas\n%s", showDaily(again), showDaily(rows))
 		}
 	}},
-	{"LeavesTheCutOffDayRaw", func(t *testing.T, s pruner) {
+	{"LeavesTheCutOffDayRaw", func(t *testing.T, s service.Store) {
 		events := []*service.UsageEventCreateParams{
 			usageEvent(1, 1, day(2).Add(-time.Millisecond)),
 			usageEvent(1, 1, day(2)),
@@ -105,7 +76,7 @@ var usagePruneCases = []struct {
 		assertDailyRows(t, s, events, day(3))
 		assertRawEvents(t, s, 0, day(3))
 	}},
-	{"TotalsCountARolledUpDayByItsMidnight", func(t *testing.T, s pruner) {
+	{"TotalsCountARolledUpDayByItsMidnight", func(t *testing.T, s service.Store) {
 		insertUsage(t, s,
 			usageEvent(1, 1, day(0).Add(time.Hour)), usageEvent(1, 1, day(0).Add(20*time.Hour)),
 			usageEvent(1, 1, day(1).Add(6*time.Hour)), usageEvent(1, 1, day(1).Add(7*time.Hour)), usageEvent(1, 1, day(1).Add(8*time.Hour)),
@@ -130,7 +101,7 @@ var usagePruneCases = []struct {
 			})
 		}
 	}},
-	{"RunsInBatches", func(t *testing.T, s pruner) {
+	{"RunsInBatches", func(t *testing.T, s service.Store) {
 		events := eventsOnDays(500, 0, 1, 2, 3, 4)
 		insertUsage(t, s, events...)
 		before := totalsOverDays(t, s, 5)
@@ -150,7 +121,7 @@ var usagePruneCases = []struct {
 		}
 		assertDailyRows(t, s, append(events, more...), day(10))
 	}},
-	{"LosesNothingToConcurrentInsertsAndPruners", func(t *testing.T, s pruner) {
+	{"LosesNothingToConcurrentInsertsAndPruners", func(t *testing.T, s service.Store) {
 		events := eventsOnDays(400, 0, 1, 2)
 		insertUsage(t, s, events...)
 		// Late events of an ended day (a slow or clock-skewed instance) and
@@ -188,7 +159,7 @@ var usagePruneCases = []struct {
 			t.Errorf("UsagePrune after everything was rolled up = %+v, want nothing", result)
 		}
 	}},
-	{"CancelledChangesNothing", func(t *testing.T, s pruner) {
+	{"CancelledChangesNothing", func(t *testing.T, s service.Store) {
 		insertUsage(t, s, eventsOnDays(27, 0, 1)...)
 		before := totalsOverDays(t, s, 2)
 		ctx, cancel := context.WithCancel(t.Context())
@@ -225,7 +196,7 @@ func eventsOnDays(perDay int, days ...int) []*service.UsageEventCreateParams {
 	return events
 }
 
-func prune(t *testing.T, s pruner, before time.Time, batchSize int) *service.UsagePruneResult {
+func prune(t *testing.T, s service.Store, before time.Time, batchSize int) *service.UsagePruneResult {
 	t.Helper()
 	result, err := s.UsagePrune(t.Context(), &service.UsagePruneParams{Before: before, BatchSize: batchSize})
 	if err != nil {
@@ -275,7 +246,7 @@ func assertSameTotals(t *testing.T, want, got map[string]*service.UsageTotals) {
 
 // assertDailyRows checks that usage_daily holds exactly the sums of the
 // events created before cutoff, computed here independently.
-func assertDailyRows(t *testing.T, s pruner, events []*service.UsageEventCreateParams, cutoff time.Time) {
+func assertDailyRows(t *testing.T, s service.Store, events []*service.UsageEventCreateParams, cutoff time.Time) {
 	t.Helper()
 	type key struct {
 		day            time.Time

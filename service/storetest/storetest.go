@@ -6,6 +6,7 @@
 package storetest
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/llmproxy/llmproxy/service"
@@ -53,14 +54,36 @@ func suite() []methodCases {
 		{"TokenAuthenticate", tokenAuthenticateCases},
 		{"TokenList", tokenListCases},
 		{"TokenAdmit", tokenAdmitCases},
+		{"TokenAdmitByHash", append(slices.Clip(tokenAdmitByHashCases), admissionLeaseCases...)},
+		{"TokenSettleReserved", tokenSettleReservedCases},
 		{"TokenUpdate", tokenUpdateCases},
 		{"TokenRevokeAllForProject", tokenRevokeAllForProjectCases},
 		{"UsageInsertBatch", usageInsertBatchCases},
 		{"UsageTotals", usageTotalsCases},
 		{"UsageList", usageListCases},
+		{"UsagePrune", usagePruneCases},
 		{"AuditInsert", auditInsertCases},
 		{"AuditList", auditListCases},
+		{"SessionCreate", sessionCreateCases},
+		{"SessionGetByHash", sessionGetByHashCases},
+		{"SessionDelete", sessionDeleteCases},
+		{"SessionDeleteExpired", sessionDeleteExpiredCases},
+		{"ProjectDump", projectDumpCases},
+		{"TokenDump", tokenDumpCases},
+		{"UsageDump", usageDumpCases},
+		{"UsageDailyDump", usageDailyDumpCases},
+		{"AuditDump", auditDumpCases},
+		{"TableCounts", tableCountsCases},
+		{"ProjectInsertFullMany", projectInsertFullManyCases},
+		{"TokenInsertFullMany", tokenInsertFullManyCases},
+		{"UsageInsertFullMany", usageInsertFullManyCases},
+		{"UsageDailyInsertFullMany", usageDailyInsertFullManyCases},
+		{"AuditInsertFullMany", auditInsertFullManyCases},
+		{"TableTruncateAll", tableTruncateAllCases},
+		{"TableSequencesReset", tableSequencesResetCases},
+		{"Backup", backupCases},
 		{"InTx", inTxCases},
 		{"Ping", pingCases},
+		{"PoolStats", poolStatsCases},
 	}
 }

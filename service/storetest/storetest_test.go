@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 // implementation of the contract.
 func TestRun(t *testing.T) {
 	Run(t, func(t *testing.T) service.Store {
-		s := &memStore{mu: new(sync.Mutex), st: &memState{projects: map[int64]service.Project{}, tokens: map[int64]service.Token{}}}
+		s := newMemStore()
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	})
@@ -42,29 +43,42 @@ type memState struct {
 	projects map[int64]service.Project
 	tokens   map[int64]service.Token
 	usage    []service.UsageEvent // ascending id
+	daily    []service.UsageDaily // ascending key
 	audit    []service.AuditEvent // ascending id
-	lastID   int64                // one sequence serves every table
+	sessions map[string]service.Session
+	lastIDs  map[string]int64 // each table's sequence
 }
 
 func (st *memState) clone() *memState {
 	c := *st
 	c.projects, c.tokens = maps.Clone(st.projects), maps.Clone(st.tokens)
-	c.usage, c.audit = slices.Clone(st.usage), slices.Clone(st.audit)
+	c.usage, c.daily, c.audit = slices.Clone(st.usage), slices.Clone(st.daily), slices.Clone(st.audit)
+	c.lastIDs, c.sessions = maps.Clone(st.lastIDs), maps.Clone(st.sessions)
 	return &c
 }
 
-func (st *memState) nextID() int64 {
-	st.lastID++
-	return st.lastID
+func (st *memState) nextID(table string) int64 {
+	st.lastIDs[table]++
+	return st.lastIDs[table]
 }
 
 // memStore serialises every call with one mutex; a transaction holds it
 // throughout and works on a copy of the state that replaces it on commit.
 // Rows are stored by value and replaced whole, never mutated in place.
 type memStore struct {
-	mu   *sync.Mutex
-	st   *memState
-	inTx bool
+	mu    *sync.Mutex
+	st    *memState
+	inTx  bool
+	txing *atomic.Bool // a transaction holds the store's one "connection"
+	// In a transaction: the tokens whose admission leases its commit waits out.
+	leases *service.LeaseScope
+}
+
+func newMemStore() *memStore {
+	return &memStore{mu: new(sync.Mutex), txing: new(atomic.Bool), st: &memState{
+		projects: map[int64]service.Project{}, tokens: map[int64]service.Token{}, lastIDs: map[string]int64{},
+		sessions: map[string]service.Session{},
+	}}
 }
 
 func (m *memStore) lock() func() {
@@ -83,7 +97,7 @@ func (m *memStore) ProjectCreate(_ context.Context, p *service.ProjectCreatePara
 		return nil, err
 	}
 	at := now()
-	row := service.Project{ID: m.st.nextID(), Name: p.Name, APIKeyCiphertext: bytes.Clone(p.APIKeyCiphertext),
+	row := service.Project{ID: m.st.nextID(service.TableProjects), Name: p.Name, APIKeyCiphertext: bytes.Clone(p.APIKeyCiphertext),
 		APIKeyHint: p.APIKeyHint, IsActive: true, CreatedAt: at, UpdatedAt: at}
 	m.st.projects[row.ID] = row
 	return &row, nil
@@ -126,8 +140,13 @@ func page[T any](rows map[int64]T, afterID int64, limit int, keep func(*T) bool)
 	return out
 }
 
-func (m *memStore) ProjectUpdate(_ context.Context, params *service.ProjectUpdateParams) (*service.Project, error) {
+func (m *memStore) ProjectUpdate(ctx context.Context, params *service.ProjectUpdateParams) (*service.Project, error) {
+	leases := &service.LeaseScope{}
+	defer m.outlast(ctx, leases) // after the unlock
 	defer m.lock()()
+	if params.RestrictsAdmission() {
+		leases.AddProject(params.ID)
+	}
 	p, ok := m.st.projects[params.ID]
 	if !ok {
 		return nil, service.ErrNotFound
@@ -169,7 +188,7 @@ func (m *memStore) TokenCreate(_ context.Context, params *service.TokenCreatePar
 		}
 	}
 	at := now()
-	tok := service.Token{ID: m.st.nextID(), ProjectID: p.ID, SecretHash: bytes.Clone(params.SecretHash),
+	tok := service.Token{ID: m.st.nextID(service.TableTokens), ProjectID: p.ID, SecretHash: bytes.Clone(params.SecretHash),
 		TokenPrefix: params.TokenPrefix, ExpiresAt: params.ExpiresAt.UTC(), MaxRequests: params.MaxRequests,
 		IsActive: true, CreatedAt: at, UpdatedAt: at}
 	m.st.tokens[tok.ID] = tok
@@ -234,8 +253,13 @@ func (m *memStore) TokenAdmit(_ context.Context, id int64) (*service.Token, erro
 	return &tok, nil
 }
 
-func (m *memStore) TokenUpdate(_ context.Context, params *service.TokenUpdateParams) (*service.Token, error) {
+func (m *memStore) TokenUpdate(ctx context.Context, params *service.TokenUpdateParams) (*service.Token, error) {
+	leases := &service.LeaseScope{}
+	defer m.outlast(ctx, leases)
 	defer m.lock()()
+	if params.RestrictsAdmission() {
+		leases.AddToken(params.ID)
+	}
 	tok, ok := m.st.tokens[params.ID]
 	if !ok {
 		return nil, service.ErrNotFound
@@ -254,7 +278,9 @@ func (m *memStore) TokenUpdate(_ context.Context, params *service.TokenUpdatePar
 	return &tok, nil
 }
 
-func (m *memStore) TokenRevokeAllForProject(_ context.Context, projectID int64) (*service.RevokeResult, error) {
+func (m *memStore) TokenRevokeAllForProject(ctx context.Context, projectID int64) (*service.RevokeResult, error) {
+	leases := &service.LeaseScope{}
+	defer m.outlast(ctx, leases)
 	defer m.lock()()
 	if _, ok := m.st.projects[projectID]; !ok {
 		return nil, service.ErrNotFound
@@ -267,6 +293,7 @@ func (m *memStore) TokenRevokeAllForProject(_ context.Context, projectID int64) 
 			tok.IsActive, tok.UpdatedAt = false, now()
 			m.st.tokens[id] = tok
 			res.RevokedCount++
+			leases.ProjectIDs = []int64{projectID} // once, however many tokens
 		default:
 			res.AlreadyRevokedCount++
 		}
@@ -281,7 +308,7 @@ func (m *memStore) UsageInsertBatch(_ context.Context, events []*service.UsageEv
 		if e.EventID != nil && slices.ContainsFunc(m.st.usage, func(u service.UsageEvent) bool { return bytes.Equal(u.EventID, e.EventID) }) {
 			continue
 		}
-		m.st.usage = append(m.st.usage, service.UsageEvent{ID: m.st.nextID(), TokenID: e.TokenID, ProjectID: e.ProjectID,
+		m.st.usage = append(m.st.usage, service.UsageEvent{ID: m.st.nextID(service.TableUsageEvents), TokenID: e.TokenID, ProjectID: e.ProjectID,
 			Method: e.Method, Path: e.Path, Model: e.Model, Status: e.Status, PromptTokens: e.PromptTokens,
 			CompletionTokens: e.CompletionTokens, TotalTokens: e.TotalTokens, LatencyMS: e.LatencyMS, CreatedAt: e.CreatedAt.UTC(),
 			EventID: e.EventID})
@@ -293,24 +320,37 @@ func (m *memStore) UsageInsertBatch(_ context.Context, events []*service.UsageEv
 func (m *memStore) UsageTotals(_ context.Context, f *service.UsageFilter) (*service.UsageTotals, error) {
 	defer m.lock()()
 	since, until := service.UsageTimeRange(f)
+	sinceDay, untilDay := service.UsageDayRange(since, until)
 	var totals service.UsageTotals
 	byModel := map[string]*service.ModelUsage{}
+	add := func(model string, n service.UsageCounts) {
+		if byModel[model] == nil {
+			byModel[model] = &service.ModelUsage{Model: model}
+		}
+		for _, c := range []*service.UsageCounts{&totals.UsageCounts, &byModel[model].UsageCounts} {
+			c.Requests += n.Requests
+			c.Errors += n.Errors
+			c.PromptTokens += n.PromptTokens
+			c.CompletionTokens += n.CompletionTokens
+			c.TotalTokens += n.TotalTokens
+		}
+	}
 	for _, e := range m.st.usage {
 		if !matches(f.ProjectID, e.ProjectID) || !matches(f.TokenID, e.TokenID) || e.CreatedAt.Before(since) || !e.CreatedAt.Before(until) {
 			continue
 		}
-		if byModel[e.Model] == nil {
-			byModel[e.Model] = &service.ModelUsage{Model: e.Model}
+		n := service.UsageCounts{Requests: 1, PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens, TotalTokens: e.TotalTokens}
+		if e.Status >= 400 {
+			n.Errors = 1
 		}
-		for _, c := range []*service.UsageCounts{&totals.UsageCounts, &byModel[e.Model].UsageCounts} {
-			c.Requests++
-			if e.Status >= 400 {
-				c.Errors++
-			}
-			c.PromptTokens += e.PromptTokens
-			c.CompletionTokens += e.CompletionTokens
-			c.TotalTokens += e.TotalTokens
+		add(e.Model, n)
+	}
+	for _, d := range m.st.daily {
+		if !matches(f.ProjectID, d.ProjectID) || !matches(f.TokenID, d.TokenID) || d.Day.Before(sinceDay) || !d.Day.Before(untilDay) {
+			continue
 		}
+		add(d.Model, service.UsageCounts{Requests: d.Requests, Errors: d.Errors, PromptTokens: d.PromptTokens,
+			CompletionTokens: d.CompletionTokens, TotalTokens: d.TotalTokens})
 	}
 	for _, m := range byModel {
 		totals.ByModel = append(totals.ByModel, *m)
@@ -349,7 +389,7 @@ func (m *memStore) AuditInsert(_ context.Context, params *service.AuditInsertPar
 		}
 		details = bytes.Clone(params.Details)
 	}
-	e := service.AuditEvent{ID: m.st.nextID(), Actor: params.Actor, Action: params.Action, ProjectID: params.ProjectID,
+	e := service.AuditEvent{ID: m.st.nextID(service.TableAuditEvents), Actor: params.Actor, Action: params.Action, ProjectID: params.ProjectID,
 		TokenID: params.TokenID, Result: params.Result, Details: details, CreatedAt: now()}
 	m.st.audit = append(m.st.audit, e)
 	return &e, nil
@@ -362,18 +402,65 @@ func (m *memStore) AuditList(_ context.Context, params *service.AuditListParams)
 	}), nil
 }
 
-func (m *memStore) InTx(_ context.Context, fn func(tx service.Store) error) error {
+func (m *memStore) InTx(ctx context.Context, fn func(tx service.Store) error) error {
 	if m.inTx {
 		return fn(m)
 	}
+	tx := &memStore{mu: m.mu, inTx: true, txing: m.txing, leases: &service.LeaseScope{}}
+	if err := m.run(tx, fn); err != nil {
+		return err
+	}
+	service.AwaitLeases(ctx, tx.leases, memLeases{m})
+	return nil
+}
+
+// run runs fn on tx, holding the lock, on a copy of the state that replaces
+// it if fn returns nil.
+func (m *memStore) run(tx *memStore, fn func(tx service.Store) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	tx := &memStore{mu: m.mu, st: m.st.clone(), inTx: true}
+	m.txing.Store(true)
+	defer m.txing.Store(false)
+	tx.st = m.st.clone()
 	if err := fn(tx); err != nil {
 		return err
 	}
 	*m.st = *tx.st
 	return nil
+}
+
+// outlast waits out the admission leases of the tokens in scope once the
+// change has committed: at once outside a transaction (after the unlock),
+// else when the transaction commits.
+func (m *memStore) outlast(ctx context.Context, scope *service.LeaseScope) {
+	if m.inTx {
+		m.leases.TokenIDs = append(m.leases.TokenIDs, scope.TokenIDs...)
+		m.leases.ProjectIDs = append(m.leases.ProjectIDs, scope.ProjectIDs...)
+		return
+	}
+	service.AwaitLeases(ctx, scope, memLeases{m})
+}
+
+// memLeases reads the leases recorded in tokens' LeaseUntil.
+type memLeases struct{ m *memStore }
+
+func (r memLeases) TokenLeaseRemaining(_ context.Context, id int64) (time.Duration, error) {
+	return r.remaining(func(tok *service.Token) bool { return tok.ID == id }), nil
+}
+
+func (r memLeases) ProjectLeaseRemaining(_ context.Context, id int64) (time.Duration, error) {
+	return r.remaining(func(tok *service.Token) bool { return tok.ProjectID == id }), nil
+}
+
+func (r memLeases) remaining(of func(*service.Token) bool) time.Duration {
+	defer r.m.lock()()
+	var left time.Duration
+	for _, tok := range r.m.st.tokens {
+		if of(&tok) && tok.LeaseUntil != nil {
+			left = max(left, time.Until(*tok.LeaseUntil))
+		}
+	}
+	return left
 }
 
 func (m *memStore) Ping(context.Context) error { return nil }

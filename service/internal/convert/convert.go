@@ -1,0 +1,94 @@
+// Package convert is what both adapters do alike to their generated rows.
+// It imports no generated package: a function takes any row type with the
+// shape both dialects' sqlc output has, converting it to that shape, so a
+// row that drifts in either dialect fails to compile.
+package convert
+
+import (
+	"math"
+
+	"github.com/llmproxy/llmproxy/service"
+)
+
+// Map converts every element; the result is never nil, so an empty listing
+// stays an empty list.
+func Map[R, T any](rows []R, convert func(R) T) []T {
+	out := make([]T, len(rows))
+	for i, r := range rows {
+		out[i] = convert(r)
+	}
+	return out
+}
+
+// BeforeID turns "from the newest" (0) into a bound every id is below.
+func BeforeID(id int64) int64 {
+	if id == 0 {
+		return math.MaxInt64
+	}
+	return id
+}
+
+// modelTotals is the shape of UsageTotalsByModelRow.
+type modelTotals = struct {
+	Model            string
+	Requests         int64
+	Errors           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
+// ModelUsage converts a UsageTotalsByModel row.
+func ModelUsage[R ~modelTotals](r *R) service.ModelUsage {
+	m := modelTotals(*r)
+	return service.ModelUsage{
+		Model: m.Model,
+		UsageCounts: service.UsageCounts{
+			Requests:         m.Requests,
+			Errors:           m.Errors,
+			PromptTokens:     m.PromptTokens,
+			CompletionTokens: m.CompletionTokens,
+			TotalTokens:      m.TotalTokens,
+		},
+	}
+}
+
+// tableCounts is the shape of TableCountsRow.
+type tableCounts = struct {
+	Projects    int64
+	Tokens      int64
+	UsageEvents int64
+	UsageDaily  int64
+	AuditEvents int64
+}
+
+// TableCounts keys a TableCounts row by table name.
+func TableCounts[R ~tableCounts](r *R) map[string]int64 {
+	c := tableCounts(*r)
+	return map[string]int64{
+		service.TableProjects:    c.Projects,
+		service.TableTokens:      c.Tokens,
+		service.TableUsageEvents: c.UsageEvents,
+		service.TableUsageDaily:  c.UsageDaily,
+		service.TableAuditEvents: c.AuditEvents,
+	}
+}
+
+// tableIDs is the shape of TableSequencesResetRow: one id per table that has ids.
+type tableIDs = struct {
+	Projects    int64
+	Tokens      int64
+	UsageEvents int64
+	AuditEvents int64
+}
+
+// NextIDs keys a TableSequencesReset row by table name.
+func NextIDs[R ~tableIDs](r *R) map[string]int64 {
+	ids := tableIDs(*r)
+	return map[string]int64{
+		service.TableProjects:    ids.Projects,
+		service.TableTokens:      ids.Tokens,
+		service.TableUsageEvents: ids.UsageEvents,
+		service.TableAuditEvents: ids.AuditEvents,
+	}
+}
