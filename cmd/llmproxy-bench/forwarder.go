@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,12 +15,12 @@ import (
 	"sync"
 	"syscall"
 
-	upstreamclient "github.com/llmproxy/llmproxy/internal/upstream"
+	"github.com/llmproxy/llmproxy/internal/proxy"
 )
 
 // The reference forwarder (backend "forwarder") makes the same two hops as
 // llmproxy — a net/http server in front, llmproxy's upstream transport
-// behind, streams flushed as they pass — and nothing else: no token, no
+// (proxy.NewTransport) behind, streams flushed as they pass — and nothing else: no token, no
 // database, no usage record. Its rows tell what one more process and one
 // more loopback hop cost on the machine, apart from what llmproxy's
 // features cost. The harness runs its own binary with this argument.
@@ -39,7 +40,7 @@ func runForwarder(stderr io.Writer) int {
 		log.Error("listen", "err", err)
 		return 1
 	}
-	srv := &http.Server{Handler: &forwarder{base: base, transport: &upstreamclient.Transport{}}}
+	srv := &http.Server{Handler: &forwarder{base: base, transport: proxy.NewTransport(proxy.TransportOptions{})}}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	errc := make(chan error, 1)
@@ -68,7 +69,17 @@ type forwarder struct {
 }
 
 func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Read whole first, as llmproxy does: net/http's server may refuse
+	// further reads of a request body once part of the answer is flushed,
+	// which would break off a request the transport is still writing.
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("forwarder: reading the body: %v", err), http.StatusBadRequest)
+		return
+	}
 	out := r.Clone(r.Context())
+	out.Body = io.NopCloser(bytes.NewReader(body))
+	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	out.RequestURI, out.Host = "", ""
 	out.URL.Scheme, out.URL.Host = f.base.Scheme, f.base.Host
 	resp, err := f.transport.RoundTrip(out)

@@ -114,6 +114,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	proxyHandler := proxy.New(proxy.Options{
 		Store: store, Keys: cfg.Keys, Upstream: cfg.Upstream, Recorder: recorder, Metrics: m, Logger: log,
 		BodyReadTimeout: cfg.BodyReadTimeout, AccessLog: accessLog, ClientAddr: authLimiter.ClientAddr,
+		Transport: proxy.NewTransport(proxy.TransportOptions{IdleTimeout: cfg.UpstreamIdleTimeout}),
 	})
 	handler := server.New(server.Options{
 		Store:   store,

@@ -35,6 +35,9 @@ const Help = `Configuration (environment):
   DATABASE_CONN_MAX_LIFETIME   Postgres connection lifetime (default 5m)
   UPSTREAM_URL                 upstream base URL, http or https (default https://api.openai.com);
                                the request path /v1/... is appended unchanged
+  UPSTREAM_IDLE_TIMEOUT        how long an idle kept-alive upstream connection is kept, a Go
+                               duration (default 90s); set it below the upstream's own keep-alive
+                               timeout (uvicorn and vLLM: 5s, so 4s)
   MANAGEMENT_TOKEN             Bearer secret for /manage/* and the dashboard: at least 16
                                printable characters without spaces. If unset, one is generated
                                at start and printed once to stderr
@@ -57,6 +60,9 @@ const Help = `Configuration (environment):
 
 // DefaultBodyReadTimeout is BODY_READ_TIMEOUT's default.
 const DefaultBodyReadTimeout = 60 * time.Second
+
+// DefaultUpstreamIdleTimeout is UPSTREAM_IDLE_TIMEOUT's default.
+const DefaultUpstreamIdleTimeout = 90 * time.Second
 
 // DefaultUpstreamURL is OpenAI's API.
 const DefaultUpstreamURL = "https://api.openai.com"
@@ -100,6 +106,9 @@ type Config struct {
 	KeyFile        string
 	KeyFileCreated bool
 
+	// UpstreamIdleTimeout closes upstream connections left idle this long.
+	UpstreamIdleTimeout time.Duration
+
 	// BodyReadTimeout bounds the time a client takes to send a body.
 	BodyReadTimeout time.Duration
 	// AccessLog says whether each /v1 request gets a log line.
@@ -119,7 +128,8 @@ type Config struct {
 func Load(getenv func(string) string) (*Config, error) {
 	c := &Config{
 		ListenAddr: ":8080", BodyReadTimeout: DefaultBodyReadTimeout, AccessLog: true,
-		UsageRetentionDays: DefaultUsageRetentionDays, LogLevel: slog.LevelInfo,
+		UpstreamIdleTimeout: DefaultUpstreamIdleTimeout,
+		UsageRetentionDays:  DefaultUsageRetentionDays, LogLevel: slog.LevelInfo,
 	}
 	var errs []error
 	var err error
@@ -138,6 +148,11 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if c.Upstream, err = parseUpstream(getenv("UPSTREAM_URL")); err != nil {
 		errs = append(errs, err)
+	}
+	if v := getenv("UPSTREAM_IDLE_TIMEOUT"); v != "" {
+		if c.UpstreamIdleTimeout, err = time.ParseDuration(v); err != nil || c.UpstreamIdleTimeout <= 0 {
+			errs = append(errs, fmt.Errorf("UPSTREAM_IDLE_TIMEOUT=%q: want a positive Go duration, such as 4s or 90s", v))
+		}
 	}
 	if c.ManagementToken, c.ManagementTokenGenerated, err = managementToken(getenv("MANAGEMENT_TOKEN")); err != nil {
 		errs = append(errs, err)

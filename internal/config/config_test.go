@@ -49,8 +49,9 @@ func TestLoadDefaults(t *testing.T) {
 	if c.UsageRetentionDays != 90 {
 		t.Errorf("UsageRetentionDays = %d, want 90", c.UsageRetentionDays)
 	}
-	if c.BodyReadTimeout != 60*time.Second || !c.AccessLog {
-		t.Errorf("BodyReadTimeout = %v, AccessLog = %v; want 60s and true", c.BodyReadTimeout, c.AccessLog)
+	if c.BodyReadTimeout != 60*time.Second || !c.AccessLog || c.UpstreamIdleTimeout != 90*time.Second {
+		t.Errorf("BodyReadTimeout = %v, AccessLog = %v, UpstreamIdleTimeout = %v; want 60s, true and 90s",
+			c.BodyReadTimeout, c.AccessLog, c.UpstreamIdleTimeout)
 	}
 	wantKeyFile := filepath.Join(filepath.Dir(vars["DATABASE_PATH"]), KeyFileName)
 	if c.KeyFile != wantKeyFile || !c.KeyFileCreated {
@@ -85,15 +86,16 @@ func TestLoadExplicit(t *testing.T) {
 	t.Parallel()
 	key := secrets.NewKey()
 	c, err := Load(env(t, map[string]string{
-		"LISTEN_ADDR":          "127.0.0.1:0",
-		"UPSTREAM_URL":         "http://127.0.0.1:9999/base",
-		"MANAGEMENT_TOKEN":     "admin-secret-0123456789",
-		"ENCRYPTION_KEY":       key,
-		"LOG_LEVEL":            "DEBUG",
-		"USAGE_RETENTION_DAYS": "7",
-		"BODY_READ_TIMEOUT":    "2m30s",
-		"ACCESS_LOG":           "false",
-		"TRUSTED_PROXIES":      "10.0.0.0/8, 192.0.2.7",
+		"LISTEN_ADDR":           "127.0.0.1:0",
+		"UPSTREAM_URL":          "http://127.0.0.1:9999/base",
+		"MANAGEMENT_TOKEN":      "admin-secret-0123456789",
+		"ENCRYPTION_KEY":        key,
+		"LOG_LEVEL":             "DEBUG",
+		"USAGE_RETENTION_DAYS":  "7",
+		"BODY_READ_TIMEOUT":     "2m30s",
+		"ACCESS_LOG":            "false",
+		"TRUSTED_PROXIES":       "10.0.0.0/8, 192.0.2.7",
+		"UPSTREAM_IDLE_TIMEOUT": "4s",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -101,7 +103,7 @@ func TestLoadExplicit(t *testing.T) {
 	if c.ListenAddr != "127.0.0.1:0" || c.Upstream.String() != "http://127.0.0.1:9999/base" ||
 		c.ManagementToken != "admin-secret-0123456789" || c.ManagementTokenGenerated || c.LogLevel != slog.LevelDebug ||
 		c.UsageRetentionDays != 7 || fmt.Sprint(c.TrustedProxies) != "[10.0.0.0/8 192.0.2.7/32]" ||
-		c.BodyReadTimeout != 150*time.Second || c.AccessLog {
+		c.BodyReadTimeout != 150*time.Second || c.AccessLog || c.UpstreamIdleTimeout != 4*time.Second {
 		t.Errorf("Load = %+v", c)
 	}
 	if c.KeyFile != "" {
@@ -197,6 +199,8 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"BODY_READ_TIMEOUT", "60"},
 		{"BODY_READ_TIMEOUT", "-1s"},
 		{"BODY_READ_TIMEOUT", "0s"},
+		{"UPSTREAM_IDLE_TIMEOUT", "5"},
+		{"UPSTREAM_IDLE_TIMEOUT", "0s"},
 		{"ACCESS_LOG", "sometimes"},
 		{"TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal"},
 		{"TRUSTED_PROXIES", "10.0.0.0/40"},
@@ -269,7 +273,7 @@ func TestLoadRetentionZeroKeepsUsageForever(t *testing.T) {
 func TestHelpListsEveryVariable(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"LISTEN_ADDR", "DB_DRIVER", "DATABASE_PATH", "DATABASE_URL", "DATABASE_POOL_SIZE",
-		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "MANAGEMENT_TOKEN", "TRUSTED_PROXIES", "TLS_CERT_FILE", "TLS_KEY_FILE", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "BODY_READ_TIMEOUT", "ACCESS_LOG", "LOG_LEVEL"} {
+		"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "UPSTREAM_URL", "UPSTREAM_IDLE_TIMEOUT", "MANAGEMENT_TOKEN", "TRUSTED_PROXIES", "TLS_CERT_FILE", "TLS_KEY_FILE", "ENCRYPTION_KEY", "USAGE_RETENTION_DAYS", "BODY_READ_TIMEOUT", "ACCESS_LOG", "LOG_LEVEL"} {
 		if !strings.Contains(Help, name) {
 			t.Errorf("Help does not mention %s", name)
 		}

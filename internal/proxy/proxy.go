@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/llmproxy/llmproxy/internal/metrics"
 	"github.com/llmproxy/llmproxy/internal/secrets"
-	"github.com/llmproxy/llmproxy/internal/upstream"
 	"github.com/llmproxy/llmproxy/service"
 )
 
@@ -45,7 +43,7 @@ type Options struct {
 	Recorder Recorder
 	Metrics  *metrics.Metrics // nil records nothing
 	Logger   *slog.Logger     // nil: discard
-	// Transport sends requests upstream; nil means NewTransport(Upstream).
+	// Transport sends requests upstream; nil means NewTransport with the defaults.
 	Transport http.RoundTripper
 	// MaxRequestBytes bounds request bodies (413 above it); 0 means DefaultMaxRequestBytes.
 	MaxRequestBytes int64
@@ -57,32 +55,6 @@ type Options struct {
 	// ClientAddr names a request's client in the access log (behind a
 	// trusted proxy, from X-Forwarded-For); nil: the TCP peer.
 	ClientAddr func(*http.Request) string
-}
-
-// NewTransport is the default transport to the upstream at base. A plain
-// http:// upstream reached without an HTTP proxy gets upstream.Transport,
-// a keep-alive pool without net/http's per-connection goroutines (the
-// cheaper leg on a loaded machine; docs/performance.md). Anything else
-// (TLS with HTTP/2, HTTP_PROXY) gets net/http's Transport. Both bound
-// connection set-up, wait up to 10 minutes for a slow model's headers,
-// and leave compression to the client, so bodies pass through byte for
-// byte.
-func NewTransport(base *url.URL) http.RoundTripper {
-	if proxyURL, err := http.ProxyFromEnvironment(&http.Request{URL: base}); base.Scheme == "http" && proxyURL == nil && err == nil {
-		return &upstream.Transport{} // its defaults are the settings below
-	}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: upstream.DefaultDialTimeout, KeepAlive: upstream.DefaultTCPKeepAlive}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          upstream.DefaultMaxIdleConns,
-		MaxIdleConnsPerHost:   upstream.DefaultMaxIdleConns,
-		IdleConnTimeout:       upstream.DefaultIdleConnTimeout,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: upstream.DefaultResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-	}
 }
 
 // Handler serves /v1/*. Close it after the last request has finished.
@@ -134,7 +106,7 @@ func New(opts Options) *Handler {
 	}
 	h.admissions = newAdmissionQueue(opts.Store, h.log)
 	if h.transport == nil {
-		h.transport = NewTransport(opts.Upstream)
+		h.transport = NewTransport(TransportOptions{})
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxRequestBytes

@@ -21,7 +21,6 @@ import (
 
 	"github.com/llmproxy/llmproxy/internal/proxy"
 	"github.com/llmproxy/llmproxy/internal/secrets"
-	"github.com/llmproxy/llmproxy/internal/upstream"
 	"github.com/llmproxy/llmproxy/internal/upstreamtest"
 	"github.com/llmproxy/llmproxy/service"
 )
@@ -826,24 +825,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// A plain-http upstream gets the lean client; TLS keeps net/http's
-// Transport and its HTTP/2.
-func TestNewTransportChoosesByUpstream(t *testing.T) {
-	t.Parallel()
-	plain, _ := url.Parse("http://127.0.0.1:8000/base")
-	if _, ok := proxy.NewTransport(plain).(*upstream.Transport); !ok {
-		t.Errorf("http upstream: %T, want *upstream.Transport", proxy.NewTransport(plain))
-	}
-	tls, _ := url.Parse("https://api.openai.com")
-	tr, ok := proxy.NewTransport(tls).(*http.Transport)
-	if !ok || !tr.ForceAttemptHTTP2 || tr.Proxy == nil {
-		t.Errorf("https upstream: %T, want *http.Transport with HTTP/2 and proxies", proxy.NewTransport(tls))
-	}
-}
-
 // An upstream that closes its idle keep-alive connections (a restart, an
-// idle timeout) costs the next request nothing: the proxy notices before
-// writing to a dead connection, where a POST could not be sent again.
+// idle timeout) costs the next request nothing: a closed connection is
+// noticed while idle, or the request is sent again on a new one.
 func TestUpstreamDroppingIdleConnections(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, envOptions{})

@@ -14,9 +14,11 @@ package upstreamtest
 
 import (
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -59,6 +61,13 @@ type Options struct {
 	// request ends) before sending the usage event and [DONE], so a test can
 	// see earlier events arrive before the upstream has finished.
 	HoldFinal <-chan struct{}
+	// CloseAfter, when positive, closes each connection right after its
+	// CloseAfter-th JSON answer, without saying so (no Connection: close),
+	// as some servers do after a fixed number of requests.
+	CloseAfter int
+	// IdleTimeout, when positive, closes connections left idle this long
+	// (net/http's server does it without notice, as uvicorn does after 5 s).
+	IdleTimeout time.Duration
 }
 
 // Request is what the fake received.
@@ -78,6 +87,7 @@ type Server struct {
 	srv  *httptest.Server
 
 	count        atomic.Int64
+	conns        atomic.Int64
 	cancelCount  atomic.Int64
 	canceled     chan struct{}
 	canceledOnce sync.Once
@@ -98,7 +108,17 @@ func New(t testing.TB, opts Options) *Server {
 		opts.Chunks = 3
 	}
 	s := &Server{opts: opts, canceled: make(chan struct{})}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.srv.Config.IdleTimeout = opts.IdleTimeout
+	s.srv.Config.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+		return context.WithValue(ctx, answersKey{}, new(int))
+	}
+	s.srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.srv.Start()
 	s.URL = s.srv.URL
 	t.Cleanup(s.srv.Close)
 	return s
@@ -107,6 +127,9 @@ func New(t testing.TB, opts Options) *Server {
 // DropConnections closes every connection to the server, as an upstream
 // does when it restarts or times out idle keep-alive connections.
 func (s *Server) DropConnections() { s.srv.CloseClientConnections() }
+
+// Connections is how many connections have been opened to the server.
+func (s *Server) Connections() int64 { return s.conns.Load() }
 
 // Count is how many requests have arrived.
 func (s *Server) Count() int64 { return s.count.Load() }
@@ -185,7 +208,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.stream(w, r, model)
 		return
 	}
-	writeJSON(w, r, http.StatusOK, map[string]any{
+	answer := map[string]any{
 		"id":      "chatcmpl-upstreamtest",
 		"object":  "chat.completion",
 		"created": 0,
@@ -196,7 +219,33 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			"finish_reason": "stop",
 		}},
 		"usage": s.opts.Usage,
-	})
+	}
+	answers := r.Context().Value(answersKey{}).(*int) // one goroutine per connection
+	if *answers++; s.opts.CloseAfter > 0 && *answers%s.opts.CloseAfter == 0 {
+		answerAndClose(w, answer)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, answer)
+}
+
+// answersKey holds, in a connection's context, how many JSON answers it carried.
+type answersKey struct{}
+
+// answerAndClose sends v whole (with its length, so the client can tell it
+// is complete) and closes the connection without a Connection: close.
+func answerAndClose(w http.ResponseWriter, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	if conn, _, err := rc.Hijack(); err == nil {
+		conn.Close()
+	}
 }
 
 // stream sends Chunks content events, then (after HoldFinal) the usage
