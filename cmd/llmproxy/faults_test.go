@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/llmproxy/llmproxy/internal/config"
+	"github.com/llmproxy/llmproxy/internal/logtest"
 	"github.com/llmproxy/llmproxy/internal/pgtest"
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/internal/upstreamtest"
@@ -482,7 +483,7 @@ func checkLogLine(t *testing.T, log string, parts ...string) {
 }
 
 // waitForLog waits until the log has a line with part.
-func waitForLog(t *testing.T, log *syncBuffer, part string) {
+func waitForLog(t *testing.T, log *logtest.Buffer, part string) {
 	t.Helper()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()

@@ -9,9 +9,9 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"sync"
 	"testing"
 
+	"github.com/llmproxy/llmproxy/internal/logtest"
 	"github.com/llmproxy/llmproxy/internal/pgtest"
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/service"
@@ -20,24 +20,6 @@ import (
 // testManagementToken is the management token of test servers that do not
 // choose their own.
 const testManagementToken = "mgmt-test-token-0123456789"
-
-// syncBuffer is a bytes.Buffer safe for the server's concurrent logging.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // testBackends give the environment of a fresh database of each kind.
 var testBackends = []struct {
@@ -80,7 +62,7 @@ type runningServer struct {
 	addr   string
 	admin  string            // the management token; "" when serve generated one
 	env    map[string]string // the environment serve runs with
-	stderr *syncBuffer
+	stderr *logtest.Buffer
 	stop   context.CancelFunc // as SIGTERM does
 	done   chan error
 }
@@ -92,7 +74,7 @@ func startServe(t *testing.T, env map[string]string) *runningServer {
 	t.Helper()
 	env = testEnv(t, env)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &runningServer{admin: env["MANAGEMENT_TOKEN"], env: env, stderr: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	s := &runningServer{admin: env["MANAGEMENT_TOKEN"], env: env, stderr: &logtest.Buffer{}, stop: cancel, done: make(chan error, 1)}
 	addrc := make(chan net.Addr, 1)
 	go func() {
 		s.done <- serve(ctx, nil, func(name string) string { return env[name] }, io.Discard, s.stderr, func(a net.Addr) { addrc <- a })

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmproxy/llmproxy/internal/logtest"
 	"github.com/llmproxy/llmproxy/internal/proxy"
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/internal/upstreamtest"
@@ -358,27 +358,9 @@ func TestTransientErrorsHaveARequestIDAndMayBeRetried(t *testing.T) {
 	}
 }
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestAccessLog(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		var out syncBuffer
+		var out logtest.Buffer
 		e := newEnv(t, b, envOptions{accessLog: slog.New(slog.NewJSONHandler(&out, nil))})
 		tok, secret, apiKey := e.newToken(t)
 		if resp, body := e.chat(t, secret); resp.StatusCode != http.StatusOK {

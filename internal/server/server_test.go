@@ -19,6 +19,7 @@ import (
 
 	"github.com/llmproxy/llmproxy/internal/authlimit"
 	"github.com/llmproxy/llmproxy/internal/config"
+	"github.com/llmproxy/llmproxy/internal/logtest"
 	"github.com/llmproxy/llmproxy/internal/manage"
 	"github.com/llmproxy/llmproxy/internal/metrics"
 	"github.com/llmproxy/llmproxy/internal/pgtest"
@@ -996,7 +997,7 @@ func TestManagementAuthThrottled(t *testing.T) {
 	t.Parallel()
 	forEachBackend(t, func(t *testing.T, b backend) {
 		clk := &clock{now: time.Date(2026, 11, 23, 17, 0, 0, 0, time.UTC)}
-		var log syncBuffer
+		var log logtest.Buffer
 		c := startServer(t, b, nil, func(o *server.Options) {
 			o.AuthLimiter = authlimit.New(authlimit.Options{Now: clk.Now})
 			o.Logger = slog.New(slog.NewJSONHandler(&log, nil))
@@ -1065,24 +1066,6 @@ func TestManagementAuthThrottled(t *testing.T) {
 			t.Errorf("%d failures logged, want 10:\n%s", failures, logged)
 		}
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent logging.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // The client's message hides the cause; the log line of a failed request
