@@ -62,6 +62,22 @@ func (s *memStore) ProjectGetByID(_ context.Context, id int64) (*service.Project
 	return &project, nil
 }
 
+func (s *memStore) TokenAuthenticate(_ context.Context, hash []byte) (*service.Token, *service.Project, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.tokens {
+		if !bytes.Equal(t.SecretHash, hash) {
+			continue
+		}
+		project := s.projects[t.ProjectID-1]
+		if err := service.AuthenticationRefusal(&t, &project, !time.Now().Before(t.ExpiresAt)); err != nil {
+			return nil, nil, err
+		}
+		return &t, &project, nil
+	}
+	return nil, nil, service.ErrNotFound
+}
+
 func (s *memStore) TokenAdmitByHash(_ context.Context, p *service.TokenAdmitByHashParams) (*service.Token, *service.Project, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
