@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/llmproxy/llmproxy/gen/pgdb"
 	"github.com/llmproxy/llmproxy/service"
 	"github.com/llmproxy/llmproxy/service/pgstore"
 )
@@ -16,18 +18,17 @@ import (
 // The Raw benchmarks run the adapter's SQL through plain pgx, so the
 // difference to their adapter counterparts is the adapter's overhead.
 
-// tokenAdmitSQL is gen/pgdb's TokenAdmit statement, character for character.
-const tokenAdmitSQL = `-- name: TokenAdmit :one
-UPDATE tokens SET
-  request_count = request_count + 1,
-  last_used_at  = now()
-WHERE tokens.id = $1
-  AND is_active
-  AND expires_at > now()
-  AND (max_requests IS NULL OR request_count < max_requests)
-  AND EXISTS (SELECT 1 FROM projects p WHERE p.id = tokens.project_id AND p.is_active)
-RETURNING id, project_id, secret_hash, token_prefix, expires_at, max_requests, request_count, is_active, created_at, updated_at, last_used_at
-`
+// capturedSQL records the text of the statements gen/pgdb runs through it,
+// so a Raw benchmark runs exactly the generated statement.
+type capturedSQL struct {
+	*pgxpool.Pool
+	query string
+}
+
+func (c *capturedSQL) QueryRow(ctx context.Context, query string, args ...any) pgx.Row {
+	c.query = query
+	return c.Pool.QueryRow(ctx, query, args...)
+}
 
 // usageInsertBatchSQL is gen/pgdb's UsageInsertBatch statement, character for character.
 const usageInsertBatchSQL = `-- name: UsageInsertBatch :execrows
@@ -101,10 +102,15 @@ func BenchmarkRawTokenAdmit(b *testing.B) {
 	url, _, tokenID := benchStore(b)
 	pool := rawPool(b, url)
 	ctx := context.Background()
+	capture := &capturedSQL{Pool: pool}
+	if _, err := pgdb.New().TokenAdmit(ctx, capture, tokenID); err != nil {
+		b.Fatal(err)
+	}
 	admit := func() error {
-		var t service.Token
-		return pool.QueryRow(ctx, tokenAdmitSQL, tokenID).Scan(&t.ID, &t.ProjectID, &t.SecretHash, &t.TokenPrefix,
-			&t.ExpiresAt, &t.MaxRequests, &t.RequestCount, &t.IsActive, &t.CreatedAt, &t.UpdatedAt, &t.LastUsedAt)
+		var t pgdb.Token
+		return pool.QueryRow(ctx, capture.query, tokenID).Scan(&t.ID, &t.ProjectID, &t.SecretHash, &t.TokenPrefix,
+			&t.ExpiresAt, &t.MaxRequests, &t.RequestCount, &t.IsActive, &t.CreatedAt, &t.UpdatedAt, &t.LastUsedAt,
+			&t.RequestsReserved, &t.LeaseUntil)
 	}
 	b.Run("Serial", func(b *testing.B) {
 		for b.Loop() {

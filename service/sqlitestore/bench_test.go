@@ -100,7 +100,8 @@ func BenchmarkRawTokenAdmit(b *testing.B) {
 	for b.Loop() {
 		err := db.QueryRowContext(ctx, capture.query, token.ID).Scan(
 			&row.ID, &row.ProjectID, &row.SecretHash, &row.TokenPrefix, &row.ExpiresAt, &row.MaxRequests,
-			&row.RequestCount, &row.IsActive, &row.CreatedAt, &row.UpdatedAt, &row.LastUsedAt)
+			&row.RequestCount, &row.IsActive, &row.CreatedAt, &row.UpdatedAt, &row.LastUsedAt,
+			&row.RequestsReserved, &row.LeaseUntil)
 		if err != nil {
 			b.Fatal(err)
 		}
