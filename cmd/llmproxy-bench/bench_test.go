@@ -288,3 +288,44 @@ func TestOnThisMachine(t *testing.T) {
 		}
 	}
 }
+
+// The scale mode end to end on a small database per backend: every read
+// answers, and the API's totals are the events written (RunScale fails
+// otherwise). Speed is not asserted.
+func TestScale(t *testing.T) {
+	t.Parallel()
+	rows, err := RunScale(t.Context(), ScaleConfig{
+		Rows: []int64{3000}, Backends: []string{"sqlite", "postgres"}, Calls: 1,
+		PostgresURL: pgtest.ServerURL(t), Binary: proxyBinary(t), Progress: t.Output(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.Backend+" "+r.Read)
+		if r.Rows != 3000 || r.Median <= 0 {
+			t.Errorf("row %+v", r)
+		}
+	}
+	var want []string
+	for _, b := range []string{"sqlite", "postgres"} {
+		for _, read := range []string{"GET /manage/usage", "GET /manage/usage?project_id= (busiest)", "GET /manage/usage?token_id= (busiest)", "/admin/usage?days=90"} {
+			want = append(want, b+" "+read)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("reads:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestScaleBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"--rows", "0"}, {"--rows", "x"}, {"--backends", "mysql"}, {"--calls", "0"}, {"extra"}} {
+		var stderr strings.Builder
+		if code := runScale(t.Context(), args, io.Discard, &stderr); code != 2 {
+			t.Errorf("scale %q: exit %d, want 2 (stderr %q)", args, code, stderr.String())
+		} else if stderr.Len() == 0 {
+			t.Errorf("scale %q: no message", args)
+		}
+	}
+}

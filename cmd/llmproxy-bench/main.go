@@ -8,6 +8,11 @@
 // non-zero if a check fails.
 //
 //	go run ./cmd/llmproxy-bench [flags]   (or: make loadtest)
+//
+// With the first argument scale, it times usage reads on databases of
+// growing size instead (see scale.go):
+//
+//	go run ./cmd/llmproxy-bench scale [--rows 100000,1000000] [flags]
 package main
 
 import (
@@ -34,7 +39,12 @@ func main() {
 		os.Exit(runForwarder(os.Stderr))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	var code int
+	if len(os.Args) >= 2 && os.Args[1] == scaleCommand {
+		code = runScale(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	} else {
+		code = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}
 	stop()
 	os.Exit(code)
 }
