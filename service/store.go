@@ -70,6 +70,11 @@ type Store interface {
 	// EventID is already stored, and returns how many it wrote.
 	UsageInsertBatch(ctx context.Context, events []*UsageEventCreateParams) (int64, error)
 	UsageTotals(ctx context.Context, filter *UsageFilter) (*UsageTotals, error)
+	// UsageTotalsByDay is UsageTotals for each UTC day of the filter's
+	// range that has usage, in day order: the range cut at midnights, each
+	// day counting what UsageTotals counts for its piece, so that the days
+	// add up to UsageTotals of the whole range. One read, however many days.
+	UsageTotalsByDay(ctx context.Context, filter *UsageFilter) ([]*DayUsage, error)
 	UsageList(ctx context.Context, params *UsageListParams) ([]*UsageEvent, error)
 	// UsagePrune rolls raw events past the retention up into usage_daily,
 	// by the rules in usageprune.go.

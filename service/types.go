@@ -90,6 +90,12 @@ type UsageTotals struct {
 	ByModel []ModelUsage
 }
 
+// DayUsage is UsageTotals over one UTC day.
+type DayUsage struct {
+	Day time.Time // the UTC midnight starting the day
+	UsageTotals
+}
+
 // RevokeResult reports a bulk revocation.
 type RevokeResult struct {
 	RevokedCount        int64

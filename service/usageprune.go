@@ -122,6 +122,19 @@ func UsageDayRange(since, until time.Time) (sinceDay, untilDay time.Time) {
 	return nextMidnight(since), nextMidnight(until)
 }
 
+// UsageDayPiece is the part of [since, until) on the UTC day that starts
+// at day: what UsageTotalsByDay counts for that day.
+func UsageDayPiece(since, until, day time.Time) (from, to time.Time) {
+	from, to = day, day.AddDate(0, 0, 1)
+	if since.After(from) {
+		from = since
+	}
+	if until.Before(to) {
+		to = until
+	}
+	return from, to
+}
+
 // nextMidnight returns the first UTC midnight at or after t.
 func nextMidnight(t time.Time) time.Time {
 	day := UsageDay(t)

@@ -291,6 +291,98 @@ func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsPara
 	return &i, err
 }
 
+const usageTotalsByDayModel = `-- name: UsageTotalsByDayModel :many
+SELECT
+  day::date                      AS day,
+  model,
+  sum(requests)::bigint          AS requests,
+  sum(errors)::bigint            AS errors,
+  sum(prompt_tokens)::bigint     AS prompt_tokens,
+  sum(completion_tokens)::bigint AS completion_tokens,
+  sum(total_tokens)::bigint      AS total_tokens
+FROM (
+  SELECT
+    (created_at AT TIME ZONE 'UTC')::date AS day,
+    model,
+    count(*)                              AS requests,
+    count(*) FILTER (WHERE status >= 400) AS errors,
+    sum(prompt_tokens)                    AS prompt_tokens,
+    sum(completion_tokens)                AS completion_tokens,
+    sum(total_tokens)                     AS total_tokens
+  FROM usage_events
+  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
+    AND ($2::bigint IS NULL OR token_id = $2::bigint)
+    AND created_at >= $3 AND created_at < $4
+  GROUP BY (created_at AT TIME ZONE 'UTC')::date, model
+  UNION ALL
+  SELECT day, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
+    AND ($2::bigint IS NULL OR token_id = $2::bigint)
+    AND day >= $5::date AND day < $6::date
+  GROUP BY day, model
+) AS u
+GROUP BY day, model
+ORDER BY day, model
+`
+
+type UsageTotalsByDayModelParams struct {
+	ProjectID *int64
+	TokenID   *int64
+	Since     time.Time
+	Until     time.Time
+	SinceDay  time.Time
+	UntilDay  time.Time
+}
+
+type UsageTotalsByDayModelRow struct {
+	Day              time.Time
+	Model            string
+	Requests         int64
+	Errors           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
+// UsageTotalsByModel per UTC day: raw events by the day they were created
+// in, rollups by theirs; sorted by day, then model bytewise (collation "C",
+// as UsageTotalsByModel).
+func (q *Queries) UsageTotalsByDayModel(ctx context.Context, db DBTX, arg *UsageTotalsByDayModelParams) ([]*UsageTotalsByDayModelRow, error) {
+	rows, err := db.Query(ctx, usageTotalsByDayModel,
+		arg.ProjectID,
+		arg.TokenID,
+		arg.Since,
+		arg.Until,
+		arg.SinceDay,
+		arg.UntilDay,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*UsageTotalsByDayModelRow
+	for rows.Next() {
+		var i UsageTotalsByDayModelRow
+		if err := rows.Scan(
+			&i.Day,
+			&i.Model,
+			&i.Requests,
+			&i.Errors,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.TotalTokens,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const usageTotalsByModel = `-- name: UsageTotalsByModel :many
 SELECT
   model,

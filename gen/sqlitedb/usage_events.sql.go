@@ -265,6 +265,95 @@ func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsPara
 	return &i, err
 }
 
+const usageTotalsByDayModel = `-- name: UsageTotalsByDayModel :many
+SELECT
+  CAST(day AS INTEGER)                    AS day,
+  model,
+  CAST(sum(requests) AS INTEGER)          AS requests,
+  CAST(sum(errors) AS INTEGER)            AS errors,
+  CAST(sum(prompt_tokens) AS INTEGER)     AS prompt_tokens,
+  CAST(sum(completion_tokens) AS INTEGER) AS completion_tokens,
+  CAST(sum(total_tokens) AS INTEGER)      AS total_tokens
+FROM (
+  SELECT
+    created_at - created_at % 86400000 AS day, model, count(*) AS requests, sum(status >= 400) AS errors,
+    sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
+  FROM usage_events
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND created_at >= ?3 AND created_at < ?4
+  GROUP BY created_at - created_at % 86400000, model
+  UNION ALL
+  SELECT day, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND day >= ?5 AND day < ?6
+  GROUP BY day, model
+)
+GROUP BY day, model
+ORDER BY day, model
+`
+
+type UsageTotalsByDayModelParams struct {
+	ProjectID *int64
+	TokenID   *int64
+	Since     int64
+	Until     int64
+	SinceDay  int64
+	UntilDay  int64
+}
+
+type UsageTotalsByDayModelRow struct {
+	Day              int64
+	Model            string
+	Requests         int64
+	Errors           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
+// UsageTotalsByModel per UTC day: raw events by the day they were created
+// in, rollups by theirs; sorted by day, then model bytewise.
+func (q *Queries) UsageTotalsByDayModel(ctx context.Context, db DBTX, arg *UsageTotalsByDayModelParams) ([]*UsageTotalsByDayModelRow, error) {
+	rows, err := db.QueryContext(ctx, usageTotalsByDayModel,
+		arg.ProjectID,
+		arg.TokenID,
+		arg.Since,
+		arg.Until,
+		arg.SinceDay,
+		arg.UntilDay,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*UsageTotalsByDayModelRow
+	for rows.Next() {
+		var i UsageTotalsByDayModelRow
+		if err := rows.Scan(
+			&i.Day,
+			&i.Model,
+			&i.Requests,
+			&i.Errors,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.TotalTokens,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const usageTotalsByModel = `-- name: UsageTotalsByModel :many
 SELECT
   model,

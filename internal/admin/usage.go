@@ -13,7 +13,7 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-// Usage ranges, in days ending today (UTC). Each day is one UsageTotals query.
+// Usage ranges, in days ending today (UTC), read in one UsageTotalsByDay.
 const (
 	defaultUsageDays = 14
 	maxUsageDays     = 90
@@ -128,18 +128,23 @@ func usageFilters(v usageView, projects []*service.Project, tokens []tokenRow, r
 	return f
 }
 
-// dailyUsage sums usage per UTC day, for the n days ending today.
+// dailyUsage sums usage per UTC day, for the n days ending today, in one
+// read: the days without usage are filled in here.
 func (h *handler) dailyUsage(r *http.Request, filter service.UsageFilter, n int) ([]dayUsage, error) {
 	today := h.now().UTC().Truncate(24 * time.Hour)
+	filter.Since, filter.Until = today.AddDate(0, 0, 1-n), today.AddDate(0, 0, 1)
+	used, err := h.manager.UsageByDay(r.Context(), filter)
+	if err != nil {
+		return nil, err
+	}
 	days := make([]dayUsage, n)
 	for i := range days {
-		day := today.AddDate(0, 0, i-n+1)
-		filter.Since, filter.Until = day, day.AddDate(0, 0, 1)
-		totals, err := h.manager.Usage(r.Context(), filter)
-		if err != nil {
-			return nil, err
+		days[i] = dayUsage{Day: filter.Since.AddDate(0, 0, i), Totals: &service.UsageTotals{}}
+	}
+	for _, d := range used {
+		if i := int(d.Day.Sub(filter.Since) / (24 * time.Hour)); i >= 0 && i < n {
+			days[i].Totals = &d.UsageTotals
 		}
-		days[i] = dayUsage{Day: day, Totals: totals}
 	}
 	return days, nil
 }

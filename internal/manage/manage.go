@@ -371,6 +371,16 @@ func (m *Manager) Usage(ctx context.Context, filter service.UsageFilter) (*servi
 	return totals, classify(err, "")
 }
 
+// UsageByDay is Usage for each UTC day of filter's range that has usage, in
+// one read.
+func (m *Manager) UsageByDay(ctx context.Context, filter service.UsageFilter) ([]*service.DayUsage, error) {
+	if !filter.Since.IsZero() && !filter.Until.IsZero() && !filter.Since.Before(filter.Until) {
+		return nil, invalid("since must be before until")
+	}
+	days, err := m.store.UsageTotalsByDay(ctx, &filter)
+	return days, classify(err, "")
+}
+
 // AuditEvents returns the newest audit events, of one project if projectID is
 // set; limit 0 means service.DefaultPageLimit.
 func (m *Manager) AuditEvents(ctx context.Context, projectID *int64, limit int) ([]*service.AuditEvent, error) {

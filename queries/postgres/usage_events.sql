@@ -90,6 +90,43 @@ FROM (
 GROUP BY model
 ORDER BY model;
 
+-- name: UsageTotalsByDayModel :many
+-- UsageTotalsByModel per UTC day: raw events by the day they were created
+-- in, rollups by theirs; sorted by day, then model bytewise (collation "C",
+-- as UsageTotalsByModel).
+SELECT
+  day::date                      AS day,
+  model,
+  sum(requests)::bigint          AS requests,
+  sum(errors)::bigint            AS errors,
+  sum(prompt_tokens)::bigint     AS prompt_tokens,
+  sum(completion_tokens)::bigint AS completion_tokens,
+  sum(total_tokens)::bigint      AS total_tokens
+FROM (
+  SELECT
+    (created_at AT TIME ZONE 'UTC')::date AS day,
+    model,
+    count(*)                              AS requests,
+    count(*) FILTER (WHERE status >= 400) AS errors,
+    sum(prompt_tokens)                    AS prompt_tokens,
+    sum(completion_tokens)                AS completion_tokens,
+    sum(total_tokens)                     AS total_tokens
+  FROM usage_events
+  WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
+    AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
+    AND created_at >= @since AND created_at < @until
+  GROUP BY (created_at AT TIME ZONE 'UTC')::date, model
+  UNION ALL
+  SELECT day, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
+    AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
+    AND day >= @since_day::date AND day < @until_day::date
+  GROUP BY day, model
+) AS u
+GROUP BY day, model
+ORDER BY day, model;
+
 -- name: UsageList :many
 -- Newest first; before_id is the smallest id of the previous page.
 SELECT * FROM usage_events

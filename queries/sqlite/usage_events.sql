@@ -85,6 +85,37 @@ FROM (
 GROUP BY model
 ORDER BY model;
 
+-- name: UsageTotalsByDayModel :many
+-- UsageTotalsByModel per UTC day: raw events by the day they were created
+-- in, rollups by theirs; sorted by day, then model bytewise.
+SELECT
+  CAST(day AS INTEGER)                    AS day,
+  model,
+  CAST(sum(requests) AS INTEGER)          AS requests,
+  CAST(sum(errors) AS INTEGER)            AS errors,
+  CAST(sum(prompt_tokens) AS INTEGER)     AS prompt_tokens,
+  CAST(sum(completion_tokens) AS INTEGER) AS completion_tokens,
+  CAST(sum(total_tokens) AS INTEGER)      AS total_tokens
+FROM (
+  SELECT
+    created_at - created_at % 86400000 AS day, model, count(*) AS requests, sum(status >= 400) AS errors,
+    sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
+  FROM usage_events
+  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
+    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
+    AND created_at >= sqlc.arg(since) AND created_at < sqlc.arg(until)
+  GROUP BY created_at - created_at % 86400000, model
+  UNION ALL
+  SELECT day, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_daily
+  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
+    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
+    AND day >= sqlc.arg(since_day) AND day < sqlc.arg(until_day)
+  GROUP BY day, model
+)
+GROUP BY day, model
+ORDER BY day, model;
+
 -- name: UsageList :many
 -- Newest first; before_id is the smallest id of the previous page.
 SELECT * FROM usage_events

@@ -534,6 +534,32 @@ func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*servi
 	return &totals, nil
 }
 
+// UsageTotalsByDay is one read of the days' totals per model, planned for
+// its filter (customPlansSQL).
+func (s *Store) UsageTotalsByDay(ctx context.Context, f *service.UsageFilter) ([]*service.DayUsage, error) {
+	since, until := service.UsageTimeRange(f)
+	sinceDay, untilDay := service.UsageDayRange(since, until)
+	var rows []*pgdb.UsageTotalsByDayModelRow
+	err := s.withTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx *Store) error {
+		if _, err := tx.db.Exec(ctx, customPlansSQL); err != nil {
+			return tx.fail(err)
+		}
+		var err error
+		rows, err = tx.q.UsageTotalsByDayModel(ctx, tx.db, &pgdb.UsageTotalsByDayModelParams{
+			ProjectID: f.ProjectID, TokenID: f.TokenID, Since: since, Until: until, SinceDay: sinceDay, UntilDay: untilDay,
+		})
+		return tx.fail(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return convert.Days(convert.Map(rows, func(r *pgdb.UsageTotalsByDayModelRow) convert.DayModel {
+		return convert.DayModel{Day: r.Day, ModelUsage: service.ModelUsage{Model: r.Model, UsageCounts: service.UsageCounts{
+			Requests: r.Requests, Errors: r.Errors, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
+		}}}
+	})), nil
+}
+
 // UsagePrune rolls up each batch in a transaction of its own. Another
 // pruner's batch is skipped, not waited for (UsageDeleteBefore), and
 // usage_daily rows are upserted in key order, so concurrent pruners neither

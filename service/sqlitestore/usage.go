@@ -135,6 +135,57 @@ func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*
 	return &totals, nil
 }
 
+// perDayReadsUpTo is the longest range, in days, that UsageTotalsByDay
+// reads a day at a time, with UsageTotalsByModel. SQLite sorts the rows of
+// a GROUP BY; grouped by day and model in one read, that is a sort of every
+// row in the range. Measured with llmproxy-bench scale (1M events over 89
+// days, the dashboard's 90 days, two runs each): one read grouped by day
+// and model 1,383 ms; a UsageTotalsByModel read per day 711–770 ms (against
+// 951–956 ms for the UsageTotals and UsageTotalsByModel per day that the
+// dashboard ran before). Longer ranges (an unbounded one would be 2.9
+// million days) are read at once.
+const perDayReadsUpTo = 92
+
+// UsageTotalsByDay reads the days' totals per model from one snapshot.
+func (s *Store) UsageTotalsByDay(ctx context.Context, filter *service.UsageFilter) ([]*service.DayUsage, error) {
+	since, until := service.UsageTimeRange(filter)
+	var rows []convert.DayModel
+	err := s.readTx(ctx, func(db sqlitedb.DBTX) error {
+		if until.Sub(since) > perDayReadsUpTo*24*time.Hour {
+			sinceDay, untilDay := service.UsageDayRange(since, until)
+			got, err := s.q.UsageTotalsByDayModel(ctx, db, &sqlitedb.UsageTotalsByDayModelParams{
+				ProjectID: filter.ProjectID, TokenID: filter.TokenID,
+				Since: since.UnixMilli(), Until: until.UnixMilli(), SinceDay: sinceDay.UnixMilli(), UntilDay: untilDay.UnixMilli(),
+			})
+			for _, r := range got {
+				rows = append(rows, convert.DayModel{Day: time.UnixMilli(r.Day), ModelUsage: service.ModelUsage{Model: r.Model, UsageCounts: service.UsageCounts{
+					Requests: r.Requests, Errors: r.Errors, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
+				}}})
+			}
+			return mapError(err)
+		}
+		for day := service.UsageDay(since); day.Before(until); day = day.AddDate(0, 0, 1) {
+			pieceSince, pieceUntil := service.UsageDayPiece(since, until, day)
+			sinceDay, untilDay := service.UsageDayRange(pieceSince, pieceUntil)
+			got, err := s.q.UsageTotalsByModel(ctx, db, &sqlitedb.UsageTotalsByModelParams{
+				ProjectID: filter.ProjectID, TokenID: filter.TokenID,
+				Since: pieceSince.UnixMilli(), Until: pieceUntil.UnixMilli(), SinceDay: sinceDay.UnixMilli(), UntilDay: untilDay.UnixMilli(),
+			})
+			if err != nil {
+				return mapError(err)
+			}
+			for _, r := range got {
+				rows = append(rows, convert.DayModel{Day: day, ModelUsage: convert.ModelUsage(r)})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return convert.Days(rows), nil
+}
+
 // UsagePrune rolls up each batch in a write transaction of its own, so the
 // writer connection is free between batches for the usage recorder and
 // admissions.

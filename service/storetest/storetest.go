@@ -60,6 +60,7 @@ func suite() []methodCases {
 		{"TokenRevokeAllForProject", tokenRevokeAllForProjectCases},
 		{"UsageInsertBatch", usageInsertBatchCases},
 		{"UsageTotals", usageTotalsCases},
+		{"UsageTotalsByDay", usageTotalsByDayCases},
 		{"UsageList", usageListCases},
 		{"UsagePrune", usagePruneCases},
 		{"AuditInsert", auditInsertCases},

@@ -317,6 +317,40 @@ func (m *memStore) UsageInsertBatch(_ context.Context, events []*service.UsageEv
 	return written, nil
 }
 
+// UsageTotalsByDay is, as the interface defines it, UsageTotals of each
+// day's piece of the range, for the days that have events or rollups in it.
+func (m *memStore) UsageTotalsByDay(ctx context.Context, f *service.UsageFilter) ([]*service.DayUsage, error) {
+	since, until := service.UsageTimeRange(f)
+	var days []time.Time
+	unlock := m.lock()
+	for _, e := range m.st.usage {
+		if !e.CreatedAt.Before(since) && e.CreatedAt.Before(until) {
+			days = append(days, service.UsageDay(e.CreatedAt))
+		}
+	}
+	for _, d := range m.st.daily {
+		if !d.Day.Before(since) && d.Day.Before(until) {
+			days = append(days, d.Day)
+		}
+	}
+	unlock()
+	slices.SortFunc(days, time.Time.Compare)
+	days = slices.CompactFunc(days, time.Time.Equal)
+	out := []*service.DayUsage{}
+	for _, day := range days {
+		piece := *f
+		piece.Since, piece.Until = service.UsageDayPiece(since, until, day)
+		totals, err := m.UsageTotals(ctx, &piece)
+		if err != nil {
+			return nil, err
+		}
+		if totals.Requests > 0 {
+			out = append(out, &service.DayUsage{Day: day, UsageTotals: *totals})
+		}
+	}
+	return out, nil
+}
+
 func (m *memStore) UsageTotals(_ context.Context, f *service.UsageFilter) (*service.UsageTotals, error) {
 	defer m.lock()()
 	since, until := service.UsageTimeRange(f)

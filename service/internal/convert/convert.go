@@ -6,6 +6,7 @@ package convert
 
 import (
 	"math"
+	"time"
 
 	"github.com/llmproxy/llmproxy/service"
 )
@@ -51,6 +52,31 @@ func ModelUsage[R ~modelTotals](r *R) service.ModelUsage {
 			TotalTokens:      m.TotalTokens,
 		},
 	}
+}
+
+// DayModel is a UsageTotalsByDayModel row with its day as a time.
+type DayModel struct {
+	Day time.Time
+	service.ModelUsage
+}
+
+// Days groups UsageTotalsByDayModel rows, sorted by day and then model,
+// into one DayUsage per day, its totals the sum of its models.
+func Days(rows []DayModel) []*service.DayUsage {
+	days := []*service.DayUsage{}
+	for _, r := range rows {
+		if len(days) == 0 || !days[len(days)-1].Day.Equal(r.Day) {
+			days = append(days, &service.DayUsage{Day: r.Day.UTC()})
+		}
+		day := days[len(days)-1]
+		day.ByModel = append(day.ByModel, r.ModelUsage)
+		day.Requests += r.Requests
+		day.Errors += r.Errors
+		day.PromptTokens += r.PromptTokens
+		day.CompletionTokens += r.CompletionTokens
+		day.TotalTokens += r.TotalTokens
+	}
+	return days
 }
 
 // tableCounts is the shape of TableCountsRow.
