@@ -209,30 +209,39 @@ func prune(t *testing.T, s service.Store, before time.Time, batchSize int) *serv
 // whole days within the first n days, and unbounded ones.
 func totalsOverDays(t *testing.T, s service.Store, n int) map[string]*service.UsageTotals {
 	t.Helper()
-	filters := []struct{ projectID, tokenID *int64 }{
-		{nil, nil}, {ptr[int64](1), nil}, {ptr[int64](2), nil}, {nil, ptr[int64](11)}, {ptr[int64](1), ptr[int64](10)},
-	}
 	bounds := []time.Time{{}}
 	for d := range n + 1 {
 		bounds = append(bounds, day(d))
 	}
 	totals := map[string]*service.UsageTotals{}
+	forEachUsageFilter(bounds, func(name string, filter *service.UsageFilter) {
+		got, err := s.UsageTotals(t.Context(), filter)
+		if err != nil {
+			t.Fatalf("UsageTotals: %v", err)
+		}
+		totals[name] = got
+	})
+	return totals
+}
+
+// forEachUsageFilter calls fn, with a name for messages, for each project
+// and token filter of the usage cases' events and each range between two
+// of bounds (a zero bound leaves that end open).
+func forEachUsageFilter(bounds []time.Time, fn func(name string, filter *service.UsageFilter)) {
+	filters := []struct{ projectID, tokenID *int64 }{
+		{nil, nil}, {ptr[int64](1), nil}, {ptr[int64](2), nil}, {nil, ptr[int64](11)}, {ptr[int64](1), ptr[int64](10)},
+	}
 	for _, f := range filters {
 		for _, since := range bounds {
 			for _, until := range bounds {
 				if !until.IsZero() && !until.After(since) {
 					continue
 				}
-				filter := &service.UsageFilter{ProjectID: f.projectID, TokenID: f.tokenID, Since: since, Until: until}
-				got, err := s.UsageTotals(t.Context(), filter)
-				if err != nil {
-					t.Fatalf("UsageTotals: %v", err)
-				}
-				totals[fmt.Sprintf("project %s, token %s, [%v, %v)", show(f.projectID), show(f.tokenID), since, until)] = got
+				fn(fmt.Sprintf("project %s, token %s, [%v, %v)", show(f.projectID), show(f.tokenID), since, until),
+					&service.UsageFilter{ProjectID: f.projectID, TokenID: f.tokenID, Since: since, Until: until})
 			}
 		}
 	}
-	return totals
 }
 
 func assertSameTotals(t *testing.T, want, got map[string]*service.UsageTotals) {

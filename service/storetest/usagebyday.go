@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -34,25 +33,13 @@ var usageTotalsByDayCases = []storeCase{
 // missing, and the days add up to UsageTotals of the whole range.
 func assertDaysAddUp(t *testing.T, s service.Store, bounds []time.Time) {
 	t.Helper()
-	filters := []struct{ projectID, tokenID *int64 }{
-		{nil, nil}, {ptr[int64](1), nil}, {ptr[int64](2), nil}, {nil, ptr[int64](11)}, {ptr[int64](1), ptr[int64](10)},
-	}
-	for _, f := range filters {
-		for _, since := range bounds {
-			for _, until := range bounds {
-				if !until.IsZero() && !until.After(since) {
-					continue
-				}
-				filter := &service.UsageFilter{ProjectID: f.projectID, TokenID: f.tokenID, Since: since, Until: until}
-				name := fmt.Sprintf("project %s, token %s, [%v, %v)", show(f.projectID), show(f.tokenID), since, until)
-				days, err := s.UsageTotalsByDay(t.Context(), filter)
-				if err != nil {
-					t.Fatalf("UsageTotalsByDay(%s): %v", name, err)
-				}
-				assertDays(t, s, name, filter, days)
-			}
+	forEachUsageFilter(bounds, func(name string, filter *service.UsageFilter) {
+		days, err := s.UsageTotalsByDay(t.Context(), filter)
+		if err != nil {
+			t.Fatalf("UsageTotalsByDay(%s): %v", name, err)
 		}
-	}
+		assertDays(t, s, name, filter, days)
+	})
 }
 
 func assertDays(t *testing.T, s service.Store, name string, filter *service.UsageFilter, days []*service.DayUsage) {
