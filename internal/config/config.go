@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/llmproxy/llmproxy/internal/authlimit"
+	"github.com/llmproxy/llmproxy/internal/proxy"
 	"github.com/llmproxy/llmproxy/internal/secrets"
 	"github.com/llmproxy/llmproxy/service"
 )
@@ -61,8 +62,9 @@ const Help = `Configuration (environment):
 // DefaultBodyReadTimeout is BODY_READ_TIMEOUT's default.
 const DefaultBodyReadTimeout = 60 * time.Second
 
-// DefaultUpstreamIdleTimeout is UPSTREAM_IDLE_TIMEOUT's default.
-const DefaultUpstreamIdleTimeout = 90 * time.Second
+// DefaultUpstreamIdleTimeout is UPSTREAM_IDLE_TIMEOUT's default: the
+// upstream client's own.
+const DefaultUpstreamIdleTimeout = proxy.DefaultUpstreamIdleTimeout
 
 // DefaultUpstreamURL is OpenAI's API.
 const DefaultUpstreamURL = "https://api.openai.com"

@@ -554,9 +554,7 @@ func (s *Store) UsageTotalsByDay(ctx context.Context, f *service.UsageFilter) ([
 		return nil, err
 	}
 	return convert.Days(convert.Map(rows, func(r *pgdb.UsageTotalsByDayModelRow) convert.DayModel {
-		return convert.DayModel{Day: r.Day, ModelUsage: service.ModelUsage{Model: r.Model, UsageCounts: service.UsageCounts{
-			Requests: r.Requests, Errors: r.Errors, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
-		}}}
+		return convert.DayModelUsage(r, func(day time.Time) time.Time { return day })
 	})), nil
 }
 

@@ -158,9 +158,7 @@ func (s *Store) UsageTotalsByDay(ctx context.Context, filter *service.UsageFilte
 				Since: since.UnixMilli(), Until: until.UnixMilli(), SinceDay: sinceDay.UnixMilli(), UntilDay: untilDay.UnixMilli(),
 			})
 			for _, r := range got {
-				rows = append(rows, convert.DayModel{Day: time.UnixMilli(r.Day), ModelUsage: service.ModelUsage{Model: r.Model, UsageCounts: service.UsageCounts{
-					Requests: r.Requests, Errors: r.Errors, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
-				}}})
+				rows = append(rows, convert.DayModelUsage(r, func(ms int64) time.Time { return time.UnixMilli(ms) }))
 			}
 			return mapError(err)
 		}

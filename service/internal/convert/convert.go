@@ -60,6 +60,27 @@ type DayModel struct {
 	service.ModelUsage
 }
 
+// dayModelTotals is the shape of UsageTotalsByDayModelRow, its day of
+// the type the dialect reads it as (D).
+type dayModelTotals[D any] = struct {
+	Day              D
+	Model            string
+	Requests         int64
+	Errors           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
+// DayModelUsage converts a UsageTotalsByDayModel row; day converts its day.
+func DayModelUsage[D any, R ~dayModelTotals[D]](r *R, day func(D) time.Time) DayModel {
+	m := dayModelTotals[D](*r)
+	return DayModel{Day: day(m.Day), ModelUsage: ModelUsage(&modelTotals{
+		Model: m.Model, Requests: m.Requests, Errors: m.Errors,
+		PromptTokens: m.PromptTokens, CompletionTokens: m.CompletionTokens, TotalTokens: m.TotalTokens,
+	})}
+}
+
 // Days groups UsageTotalsByDayModel rows, sorted by day and then model,
 // into one DayUsage per day, its totals the sum of its models.
 func Days(rows []DayModel) []*service.DayUsage {
