@@ -121,3 +121,51 @@ func TestUpgradeAddsSessions(t *testing.T) {
 		}
 	})
 }
+
+// Events written before usage_hourly existed arrive not rolled up, so the
+// usage reads count them raw until UsageRollUp adds them (the conformance
+// case UsageRollUp/CountsEventsNotRolledUpUntilItAddsThem); usage_hourly
+// arrives empty and takes rows.
+func TestUpgradeAddsUsageHourly(t *testing.T) {
+	t.Parallel()
+	event := `INSERT INTO usage_events (token_id, project_id, method, path, model, status, prompt_tokens, created_at, event_id) VALUES `
+	seed := map[migrate.Dialect][]string{
+		migrate.SQLite: {
+			event + `(7, 1, 'POST', '/v1/chat/completions', 'm', 200, 3, 1700000000000, x'01'), (7, 1, 'POST', '/v1/x', 'm', 503, 4, 1700000100000, NULL)`,
+			`INSERT INTO usage_daily (day, project_id, token_id, model, requests, errors, prompt_tokens, completion_tokens, total_tokens) VALUES (1699920000000, 1, 7, 'm', 5, 1, 9, 9, 18)`,
+		},
+		migrate.Postgres: {
+			event + `(7, 1, 'POST', '/v1/chat/completions', 'm', 200, 3, '2023-11-14T22:13:20Z', '\x01'), (7, 1, 'POST', '/v1/x', 'm', 503, 4, '2023-11-14T22:15:00Z', NULL)`,
+			`INSERT INTO usage_daily (day, project_id, token_id, model, requests, errors, prompt_tokens, completion_tokens, total_tokens) VALUES ('2023-11-14', 1, 7, 'm', 5, 1, 9, 9, 18)`,
+		},
+	}
+	upgradeFrom(t, "usage_hourly", seed, func(t *testing.T, db *sql.DB, d migrate.Dialect) {
+		notRolledUp := map[migrate.Dialect]string{migrate.SQLite: "rolled_up = 0", migrate.Postgres: "NOT rolled_up"}[d]
+		var events, unrolled, prompt, daily, hourly int64
+		queryRow(t, db, `SELECT (SELECT count(*) FROM usage_events), (SELECT count(*) FROM usage_events WHERE `+notRolledUp+`),
+			(SELECT sum(prompt_tokens) FROM usage_events), (SELECT sum(requests) FROM usage_daily), (SELECT count(*) FROM usage_hourly)`,
+			&events, &unrolled, &prompt, &daily, &hourly)
+		if events != 2 || unrolled != 2 || prompt != 7 || daily != 5 || hourly != 0 {
+			t.Errorf("after the upgrade: %d events (%d not rolled up, %d prompt tokens), %d daily requests, %d hourly rows; want 2 (2, 7), 5, 0",
+				events, unrolled, prompt, daily, hourly)
+		}
+		insert := map[migrate.Dialect]string{
+			migrate.SQLite: `INSERT INTO usage_hourly (token_id, project_id, hour, model, requests, errors, prompt_tokens, completion_tokens, total_tokens)
+				VALUES (7, 1, 1699999200000, 'm', 2, 1, 7, 0, 7), (0, 1, 1699999200000, 'm', 2, 1, 7, 0, 7), (0, 0, 1699999200000, 'm', 2, 1, 7, 0, 7)`,
+			migrate.Postgres: `INSERT INTO usage_hourly (token_id, project_id, hour, model, requests, errors, prompt_tokens, completion_tokens, total_tokens)
+				VALUES (7, 1, '2023-11-14T22:00:00Z', 'm', 2, 1, 7, 0, 7), (0, 1, '2023-11-14T22:00:00Z', 'm', 2, 1, 7, 0, 7), (0, 0, '2023-11-14T22:00:00Z', 'm', 2, 1, 7, 0, 7)`,
+		}[d]
+		if _, err := db.ExecContext(context.Background(), insert); err != nil {
+			t.Errorf("adding usage_hourly rows after the upgrade: %v", err)
+		}
+		bad := map[migrate.Dialect]string{
+			migrate.SQLite: `INSERT INTO usage_hourly (token_id, project_id, hour, model, requests, errors, prompt_tokens, completion_tokens, total_tokens)
+				VALUES (7, 0, 1699999200001, 'm', 1, 0, 0, 0, 0)`,
+			migrate.Postgres: `INSERT INTO usage_hourly (token_id, project_id, hour, model, requests, errors, prompt_tokens, completion_tokens, total_tokens)
+				VALUES (7, 0, '2023-11-14T22:00:01Z', 'm', 1, 0, 0, 0, 0)`,
+		}[d]
+		if _, err := db.ExecContext(context.Background(), bad); err == nil {
+			t.Error("usage_hourly took a row off the hour of a token without a project")
+		}
+	})
+}

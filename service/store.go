@@ -76,9 +76,13 @@ type Store interface {
 	// add up to UsageTotals of the whole range. One read, however many days.
 	UsageTotalsByDay(ctx context.Context, filter *UsageFilter) ([]*DayUsage, error)
 	UsageList(ctx context.Context, params *UsageListParams) ([]*UsageEvent, error)
-	// UsagePrune rolls raw events past the retention up into usage_daily,
-	// by the rules in usageprune.go.
+	// UsagePrune deletes raw events past the retention and folds their
+	// hours into usage_daily, by the rules in usageprune.go.
 	UsagePrune(ctx context.Context, params *UsagePruneParams) (*UsagePruneResult, error)
+	// UsageRollUp adds the events not yet in usage_hourly (see
+	// usagerollup.go) to it, batchSize per transaction (0 or less: the
+	// default), and returns how many it added.
+	UsageRollUp(ctx context.Context, batchSize int) (int64, error)
 
 	AuditInsert(ctx context.Context, params *AuditInsertParams) (*AuditEvent, error)
 	AuditList(ctx context.Context, params *AuditListParams) ([]*AuditEvent, error)

@@ -8,42 +8,47 @@ import (
 	"time"
 )
 
-// Store.UsagePrune keeps usage_events bounded: raw events past the retention are rolled up into usage_daily (UsageDaily,
-// one row per UTC day, project, token and model) and deleted. The rules:
+// Store.UsagePrune keeps usage_events and usage_hourly bounded: raw events
+// past the retention are deleted, and the hours past it are folded into
+// usage_daily (UsageDaily, one row per UTC day, project, token and model).
+// The rules:
 //
 //   - Whole UTC days only. The cut-off, params.Before, is rounded down to
-//     UTC midnight, and only events created before that midnight are
-//     rolled up: a day is rolled up once it has ended before the cut-off,
-//     and events of the current day are never touched.
-//   - Exactly once. Each batch deletes its events and adds their counts to
-//     usage_daily in one transaction, so a crash or a cancellation between
-//     batches leaves every event either raw or rolled up, never both or
-//     neither, and the next run continues where it stopped. Concurrent
-//     pruners (several instances on one Postgres database) take disjoint
-//     batches.
-//   - Idempotent. A second run with the same cut-off finds nothing to roll
-//     up. An event inserted later with an older time (a clock-skewed
-//     instance) stays raw until the next run adds it to its day's row.
-//   - Short locks. Each batch of params.BatchSize events is a transaction
-//     of its own, so other writers (on SQLite, the one writer connection)
-//     wait at most one batch.
+//     UTC midnight: events created before that midnight are deleted and
+//     the hours before it folded, and the current day is never touched.
+//   - Exactly once. Deleting an event changes no total: it was counted in
+//     usage_hourly when it was written (only rolled-up events are deleted;
+//     the others wait for Store.UsageRollUp). Each hour moves from
+//     usage_hourly to usage_daily in one transaction, so a crash or a
+//     cancellation between transactions leaves every hour in exactly one of
+//     the two tables, and the next run continues where it stopped.
+//     Concurrent pruners (several instances on one Postgres database) take
+//     disjoint batches of events, and the second pruner of an hour finds it
+//     folded.
+//   - Idempotent. A second run with the same cut-off finds nothing to do.
+//     An event inserted later with an older time (a clock-skewed instance)
+//     adds a new row for its hour, which the next run folds into its day.
+//   - Short locks. Each batch of params.BatchSize events, and each hour, is
+//     a transaction of its own, so other writers (on SQLite, the one writer
+//     connection) wait at most one batch.
 //
-// UsageTotals counts both tables: the raw events created in [Since, Until)
-// and the rolled-up days whose midnight is in [Since, Until) (UsageDayRange).
-// So totals over ranges bounded by UTC midnights, or unbounded, are the same
-// before and after pruning; a bound inside a rolled-up day counts that day
-// wholly or not at all, by its midnight: rolled-up usage has a precision of
-// one day. UsageList lists raw events only.
+// UsageTotals counts whole hours from usage_hourly, partial hours from raw
+// events, and the folded days whose midnight is in [Since, Until)
+// (UsageDayRange). So totals over ranges bounded by UTC midnights, or
+// unbounded, are the same before and after pruning; a bound inside a
+// folded day counts that day wholly or not at all, by its midnight: folded
+// usage has a precision of one day. UsageList lists raw events only.
 
-// DefaultUsagePruneBatchSize is the number of raw events UsagePrune rolls up
-// per transaction: about 15 ms of work on SQLite and 20 ms on Postgres on a
-// 2-core machine, so writers waiting for the lock are not held up for long.
+// DefaultUsagePruneBatchSize is the number of raw events UsagePrune deletes,
+// and UsageRollUp rolls up, per transaction: about 15 ms of work on SQLite
+// and 20 ms on Postgres on a 2-core machine, so writers waiting for the
+// lock are not held up for long.
 const DefaultUsagePruneBatchSize = 1000
 
-// UsagePruneParams tell UsagePrune what to roll up.
+// UsagePruneParams tell UsagePrune what to prune.
 type UsagePruneParams struct {
 	// Before is the retention cut-off, rounded down to UTC midnight: the
-	// events of every UTC day that ended by then are rolled up.
+	// events and hours of every UTC day that ended by then are pruned.
 	Before time.Time
 	// BatchSize is the number of events per transaction; 0 or less:
 	// DefaultUsagePruneBatchSize.
@@ -51,24 +56,32 @@ type UsagePruneParams struct {
 }
 
 // UsagePruneResult reports what UsagePrune did, also when it fails part-way
-// (the batches it reports were committed).
+// (what it reports was committed).
 type UsagePruneResult struct {
-	Cutoff  time.Time // the UTC midnight events were rolled up before
-	Events  int64     // raw events rolled up and deleted
-	Batches int64     // transactions that rolled up events
+	Cutoff  time.Time // the UTC midnight events were pruned before
+	Events  int64     // raw events deleted
+	Batches int64     // transactions that deleted events
+	Hours   int64     // hours folded into usage_daily, one transaction each
 }
 
-// PruneUsageInBatches is UsagePrune for the adapters: it calls rollUp, which
-// rolls up and deletes at most limit events created before cutoff in one
-// transaction and returns how many, until a batch comes back short.
-func PruneUsageInBatches(ctx context.Context, params *UsagePruneParams, rollUp func(ctx context.Context, cutoff time.Time, limit int) (int64, error)) (*UsagePruneResult, error) {
+// UsagePruneSteps are the transactions of UsagePrune, for PruneUsage.
+type UsagePruneSteps struct {
+	// DeleteEvents deletes at most limit rolled-up events created before
+	// cutoff and returns how many.
+	DeleteEvents func(ctx context.Context, cutoff time.Time, limit int) (int64, error)
+	// FoldHour moves the oldest hour before cutoff from usage_hourly to
+	// usage_daily and returns its rows, none when every hour before cutoff
+	// is folded.
+	FoldHour func(ctx context.Context, cutoff time.Time) (int, error)
+}
+
+// PruneUsage is UsagePrune for the adapters: it deletes events in batches
+// until a batch comes back short, then folds hours until none is left.
+func PruneUsage(ctx context.Context, params *UsagePruneParams, steps UsagePruneSteps) (*UsagePruneResult, error) {
 	result := &UsagePruneResult{Cutoff: UsageDay(params.Before)}
-	limit := params.BatchSize
-	if limit <= 0 {
-		limit = DefaultUsagePruneBatchSize
-	}
+	limit := batchSize(params.BatchSize)
 	for {
-		n, err := rollUp(ctx, result.Cutoff, limit)
+		n, err := steps.DeleteEvents(ctx, result.Cutoff, limit)
 		if err != nil {
 			return result, err
 		}
@@ -77,9 +90,38 @@ func PruneUsageInBatches(ctx context.Context, params *UsagePruneParams, rollUp f
 			result.Batches++
 		}
 		if n < int64(limit) {
-			return result, nil
+			break
 		}
 	}
+	for {
+		rows, err := steps.FoldHour(ctx, result.Cutoff)
+		if err != nil || rows == 0 {
+			return result, err
+		}
+		result.Hours++
+	}
+}
+
+// RollUpInBatches is UsageRollUp for the adapters: it calls rollUp, which
+// adds at most limit events not yet in usage_hourly to it in one
+// transaction and returns how many, until a batch comes back short.
+func RollUpInBatches(ctx context.Context, size int, rollUp func(ctx context.Context, limit int) (int64, error)) (int64, error) {
+	limit := batchSize(size)
+	var total int64
+	for {
+		n, err := rollUp(ctx, limit)
+		total += n
+		if err != nil || n < int64(limit) {
+			return total, err
+		}
+	}
+}
+
+func batchSize(n int) int {
+	if n <= 0 {
+		return DefaultUsagePruneBatchSize
+	}
+	return n
 }
 
 // RollUpUsage sums events per UTC day, project, token and model, in key

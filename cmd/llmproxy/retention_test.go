@@ -11,8 +11,9 @@ import (
 	"github.com/llmproxy/llmproxy/service"
 )
 
-// TestServeRollsUpOldUsage: serve prunes at start, by USAGE_RETENTION_DAYS,
-// and the usage totals do not change.
+// TestServeRollsUpOldUsage: serve prunes at start, by USAGE_RETENTION_DAYS
+// (deleting the old raw events and folding their hours into days), and the
+// usage totals do not change.
 func TestServeRollsUpOldUsage(t *testing.T) {
 	t.Parallel()
 	for _, b := range testBackends {
@@ -39,9 +40,9 @@ func TestServeRollsUpOldUsage(t *testing.T) {
 			})
 
 			s := startServe(t, env)
-			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(s.stderr.String(), `"rolled_up":3`); {
+			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(s.stderr.String(), `"deleted":3,"batches":1,"hours":2`); {
 				if time.Now().After(deadline) {
-					t.Fatalf("serve did not roll up the 3 old events:\n%s", s.stderr)
+					t.Fatalf("serve did not prune the 3 old events:\n%s", s.stderr)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}

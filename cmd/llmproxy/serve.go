@@ -40,8 +40,9 @@ const (
 // readHeaderTimeout bounds a client's time to send a request's headers.
 const readHeaderTimeout = 10 * time.Second
 
-// usageRetentionInterval is how often old usage events are rolled up:
-// hourly, each run finds at most the day that has just passed the retention.
+// usageRetentionInterval is how often usage is maintained: hourly, each run
+// finds at most the day that has just passed the retention, and the events
+// an older instance wrote during a rolling upgrade to roll up.
 const usageRetentionInterval = time.Hour
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -86,13 +87,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer store.Close()
 	log.Info("store open", "driver", cfg.Storage.Driver)
-	if cfg.UsageRetentionDays > 0 {
-		// Stopped and waited for before the store closes (defers run last first).
-		stop := startRetention(ctx, store, usage.RetentionOptions{
-			Days: cfg.UsageRetentionDays, Interval: usageRetentionInterval, Logger: log,
-		})
-		defer stop()
-	}
+	// Stopped and waited for before the store closes (defers run last
+	// first). With USAGE_RETENTION_DAYS=0 it only rolls up.
+	stopRetention := startRetention(ctx, store, usage.RetentionOptions{
+		Days: cfg.UsageRetentionDays, Interval: usageRetentionInterval, Logger: log,
+	})
+	defer stopRetention()
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {

@@ -78,4 +78,17 @@ type UsageEvent struct {
 	LatencyMs        int64
 	CreatedAt        time.Time
 	EventID          []byte
+	RolledUp         bool
+}
+
+type UsageHourly struct {
+	TokenID          int64
+	ProjectID        int64
+	Hour             time.Time
+	Model            string
+	Requests         int64
+	Errors           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
 }

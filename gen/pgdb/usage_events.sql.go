@@ -10,16 +10,15 @@ import (
 	"time"
 )
 
-const usageDeleteBefore = `-- name: UsageDeleteBefore :many
+const usageDeleteBefore = `-- name: UsageDeleteBefore :execrows
 DELETE FROM usage_events
 WHERE id IN (
   SELECT old.id FROM usage_events AS old
-  WHERE old.created_at < $1
+  WHERE old.created_at < $1 AND old.rolled_up
   ORDER BY old.created_at
   LIMIT $2::bigint
   FOR UPDATE SKIP LOCKED
 )
-RETURNING id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
 `
 
 type UsageDeleteBeforeParams struct {
@@ -27,42 +26,17 @@ type UsageDeleteBeforeParams struct {
 	MaxRows int64
 }
 
-// Deletes and returns up to max_rows of the oldest events created before
-// @before, for UsagePrune to roll up in the same transaction. Rows another
-// transaction has locked are skipped, not waited for, so concurrent pruners
-// take disjoint batches and none is rolled up twice.
-func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDeleteBeforeParams) ([]*UsageEvent, error) {
-	rows, err := db.Query(ctx, usageDeleteBefore, arg.Before, arg.MaxRows)
+// Deletes up to max_rows of the oldest rolled-up events created before
+// @before: their counts stay in usage_hourly (and, once folded, in
+// usage_daily). Events not rolled up yet are left for UsageRollUp. Rows
+// another transaction has locked are skipped, not waited for, so
+// concurrent pruners take disjoint batches.
+func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDeleteBeforeParams) (int64, error) {
+	result, err := db.Exec(ctx, usageDeleteBefore, arg.Before, arg.MaxRows)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	defer rows.Close()
-	var items []*UsageEvent
-	for rows.Next() {
-		var i UsageEvent
-		if err := rows.Scan(
-			&i.ID,
-			&i.TokenID,
-			&i.ProjectID,
-			&i.Method,
-			&i.Path,
-			&i.Model,
-			&i.Status,
-			&i.PromptTokens,
-			&i.CompletionTokens,
-			&i.TotalTokens,
-			&i.LatencyMs,
-			&i.CreatedAt,
-			&i.EventID,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
+	return result.RowsAffected(), nil
 }
 
 const usageInsert = `-- name: UsageInsert :execrows
@@ -88,8 +62,11 @@ type UsageInsertParams struct {
 	EventID          []byte
 }
 
-// One event, for a batch of one (the usage recorder writes an event a batch
-// refused alone). An event whose event_id is stored already is skipped.
+// One event, not rolled up (rolled_up is false): usage reads count it raw
+// until UsageRollUp adds it to usage_hourly. Not run by pgstore, whose
+// UsageInsertBatch writes and rolls up every batch, one event too; kept
+// because both dialects' name sets must match. An event whose event_id is
+// stored already is skipped.
 func (q *Queries) UsageInsert(ctx context.Context, db DBTX, arg *UsageInsertParams) (int64, error) {
 	result, err := db.Exec(ctx, usageInsert,
 		arg.TokenID,
@@ -111,19 +88,40 @@ func (q *Queries) UsageInsert(ctx context.Context, db DBTX, arg *UsageInsertPara
 	return result.RowsAffected(), nil
 }
 
-const usageInsertBatch = `-- name: UsageInsertBatch :execrows
-INSERT INTO usage_events (
-  token_id, project_id, method, path, model, status,
-  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
+const usageInsertBatch = `-- name: UsageInsertBatch :one
+WITH written AS (
+  INSERT INTO usage_events (
+    token_id, project_id, method, path, model, status,
+    prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id, rolled_up
+  )
+  SELECT
+    unnest($1::bigint[]), unnest($2::bigint[]),
+    unnest($3::text[]), unnest($4::text[]),
+    unnest($5::text[]), unnest($6::bigint[]),
+    unnest($7::bigint[]), unnest($8::bigint[]),
+    unnest($9::bigint[]), unnest($10::bigint[]),
+    unnest($11::timestamptz[]), unnest($12::bytea[]), true
+  ON CONFLICT (event_id) DO NOTHING
+  RETURNING token_id, project_id, model, status, prompt_tokens, completion_tokens, total_tokens, created_at
+), rolled AS (
+  INSERT INTO usage_hourly (
+    token_id, project_id, hour, model,
+    requests, errors, prompt_tokens, completion_tokens, total_tokens
+  )
+  SELECT
+    COALESCE(token_id, 0), COALESCE(project_id, 0), hour, model, count(*),
+    count(*) FILTER (WHERE status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM (SELECT token_id, project_id, model, status, prompt_tokens, completion_tokens, total_tokens, created_at, date_trunc('hour', created_at, 'UTC') AS hour FROM written) AS e
+  GROUP BY GROUPING SETS ((token_id, project_id, hour, model), (project_id, hour, model), (hour, model))
+  ORDER BY 1, 2, 3, 4
+  ON CONFLICT (token_id, project_id, hour, model) DO UPDATE SET
+    requests          = usage_hourly.requests + excluded.requests,
+    errors            = usage_hourly.errors + excluded.errors,
+    prompt_tokens     = usage_hourly.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = usage_hourly.completion_tokens + excluded.completion_tokens,
+    total_tokens      = usage_hourly.total_tokens + excluded.total_tokens
 )
-SELECT
-  unnest($1::bigint[]), unnest($2::bigint[]),
-  unnest($3::text[]), unnest($4::text[]),
-  unnest($5::text[]), unnest($6::bigint[]),
-  unnest($7::bigint[]), unnest($8::bigint[]),
-  unnest($9::bigint[]), unnest($10::bigint[]),
-  unnest($11::timestamptz[]), unnest($12::bytea[])
-ON CONFLICT (event_id) DO NOTHING
+SELECT count(*) FROM written
 `
 
 type UsageInsertBatchParams struct {
@@ -141,12 +139,15 @@ type UsageInsertBatchParams struct {
 	EventIds         [][]byte
 }
 
-// One INSERT of parallel arrays of equal length, one element per event
-// (unnests in a select list advance in step). An event whose
-// event_id is stored already is skipped, so a retried batch is written once
-// (COPY cannot skip a conflict).
+// One statement of parallel arrays of equal length, one element per event
+// (unnests in a select list advance in step): it writes the events rolled
+// up and adds the ones it wrote to usage_hourly at its three levels
+// (GROUPING SETS; service.UsageHourlyKey), sorted by key so that
+// concurrent batches lock shared rows in the same order. An event whose
+// event_id is stored already is skipped, so a retried batch is written and
+// rolled up once (COPY cannot skip a conflict). Returns the events written.
 func (q *Queries) UsageInsertBatch(ctx context.Context, db DBTX, arg *UsageInsertBatchParams) (int64, error) {
-	result, err := db.Exec(ctx, usageInsertBatch,
+	row := db.QueryRow(ctx, usageInsertBatch,
 		arg.TokenIds,
 		arg.ProjectIds,
 		arg.Methods,
@@ -160,14 +161,13 @@ func (q *Queries) UsageInsertBatch(ctx context.Context, db DBTX, arg *UsageInser
 		arg.CreatedAts,
 		arg.EventIds,
 	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	var count int64
+	err := row.Scan(&count)
+	return count, err
 }
 
 const usageList = `-- name: UsageList :many
-SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id FROM usage_events
+SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id, rolled_up FROM usage_events
 WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
   AND ($2::bigint IS NULL OR token_id = $2::bigint)
   AND id < $3
@@ -211,6 +211,63 @@ func (q *Queries) UsageList(ctx context.Context, db DBTX, arg *UsageListParams) 
 			&i.LatencyMs,
 			&i.CreatedAt,
 			&i.EventID,
+			&i.RolledUp,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const usageRollUpBatch = `-- name: UsageRollUpBatch :many
+UPDATE usage_events SET rolled_up = true
+WHERE id IN (
+  SELECT old.id FROM usage_events AS old
+  WHERE NOT old.rolled_up
+  ORDER BY old.created_at
+  LIMIT $1::bigint
+  FOR UPDATE SKIP LOCKED
+)
+RETURNING token_id, project_id, model, status, prompt_tokens, completion_tokens, total_tokens, created_at
+`
+
+type UsageRollUpBatchRow struct {
+	TokenID          int64
+	ProjectID        int64
+	Model            string
+	Status           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+	CreatedAt        time.Time
+}
+
+// Marks up to max_rows of the oldest events not in usage_hourly as rolled
+// up and returns them, for UsageRollUp to add to usage_hourly in the same
+// transaction. Rows another transaction has locked (another instance's
+// batch) are skipped, not waited for, so no event is rolled up twice.
+func (q *Queries) UsageRollUpBatch(ctx context.Context, db DBTX, maxRows int64) ([]*UsageRollUpBatchRow, error) {
+	rows, err := db.Query(ctx, usageRollUpBatch, maxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*UsageRollUpBatchRow
+	for rows.Next() {
+		var i UsageRollUpBatchRow
+		if err := rows.Scan(
+			&i.TokenID,
+			&i.ProjectID,
+			&i.Model,
+			&i.Status,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.TotalTokens,
+			&i.CreatedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -223,41 +280,58 @@ func (q *Queries) UsageList(ctx context.Context, db DBTX, arg *UsageListParams) 
 }
 
 const usageTotals = `-- name: UsageTotals :one
+
 SELECT
-  sum(requests)::bigint          AS requests,
-  sum(errors)::bigint            AS errors,
-  sum(prompt_tokens)::bigint     AS prompt_tokens,
-  sum(completion_tokens)::bigint AS completion_tokens,
-  sum(total_tokens)::bigint      AS total_tokens
+  COALESCE(sum(requests), 0)::bigint          AS requests,
+  COALESCE(sum(errors), 0)::bigint            AS errors,
+  COALESCE(sum(prompt_tokens), 0)::bigint     AS prompt_tokens,
+  COALESCE(sum(completion_tokens), 0)::bigint AS completion_tokens,
+  COALESCE(sum(total_tokens), 0)::bigint      AS total_tokens
 FROM (
   SELECT
     count(*)                              AS requests,
     count(*) FILTER (WHERE status >= 400) AS errors,
-    COALESCE(sum(prompt_tokens), 0)       AS prompt_tokens,
-    COALESCE(sum(completion_tokens), 0)   AS completion_tokens,
-    COALESCE(sum(total_tokens), 0)        AS total_tokens
+    sum(prompt_tokens)                    AS prompt_tokens,
+    sum(completion_tokens)                AS completion_tokens,
+    sum(total_tokens)                     AS total_tokens
   FROM usage_events
   WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
     AND ($2::bigint IS NULL OR token_id = $2::bigint)
-    AND created_at >= $3 AND created_at < $4
+    AND ((created_at >= $3::timestamptz AND created_at < $4::timestamptz)
+      OR (created_at >= $5::timestamptz AND created_at < $6::timestamptz))
   UNION ALL
-  SELECT
-    COALESCE(sum(requests), 0), COALESCE(sum(errors), 0), COALESCE(sum(prompt_tokens), 0),
-    COALESCE(sum(completion_tokens), 0), COALESCE(sum(total_tokens), 0)
+  SELECT count(*), count(*) FILTER (WHERE status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_events
+  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
+    AND ($2::bigint IS NULL OR token_id = $2::bigint)
+    AND NOT rolled_up AND created_at >= $4::timestamptz AND created_at < $5::timestamptz
+  UNION ALL
+  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_hourly
+  WHERE token_id = $7::bigint
+    AND project_id BETWEEN $8::bigint AND $9::bigint
+    AND hour >= $4::timestamptz AND hour < $5::timestamptz
+  UNION ALL
+  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
   FROM usage_daily
   WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
     AND ($2::bigint IS NULL OR token_id = $2::bigint)
-    AND day >= $5::date AND day < $6::date
+    AND day >= $10::date AND day < $11::date
 ) AS u
 `
 
 type UsageTotalsParams struct {
-	ProjectID *int64
-	TokenID   *int64
-	Since     time.Time
-	Until     time.Time
-	SinceDay  time.Time
-	UntilDay  time.Time
+	ProjectID        *int64
+	TokenID          *int64
+	Since            time.Time
+	HourSince        time.Time
+	HourUntil        time.Time
+	Until            time.Time
+	RollupToken      int64
+	RollupProjectMin int64
+	RollupProjectMax int64
+	SinceDay         time.Time
+	UntilDay         time.Time
 }
 
 type UsageTotalsRow struct {
@@ -268,15 +342,28 @@ type UsageTotalsRow struct {
 	TotalTokens      int64
 }
 
-// The raw events created in [since, until) plus the rollups of the days in
-// [since_day, until_day): pruning moves each event from one table to the
-// other in one transaction, so every request is counted exactly once.
+// The usage reads below count the range [since, until) exactly once:
+//   - whole hours [hour_since, hour_until) from usage_hourly, the rows of
+//     one level (rollup_token 0 with project bounds 0..0: everything; 0 with
+//     p..p: project p; t with p..p or 1..max: token t);
+//   - events of those hours not rolled up yet, by usage_events_unrolled_idx;
+//   - the partial hours [since, hour_since) and [hour_until, until) from
+//     raw events, by usage_events_created_idx;
+//   - the days past the retention whose midnight is in the range,
+//     [since_day, until_day), from usage_daily.
+//
+// service.UsageReadRange computes the bounds.
 func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsParams) (*UsageTotalsRow, error) {
 	row := db.QueryRow(ctx, usageTotals,
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
+		arg.HourSince,
+		arg.HourUntil,
 		arg.Until,
+		arg.RollupToken,
+		arg.RollupProjectMin,
+		arg.RollupProjectMax,
 		arg.SinceDay,
 		arg.UntilDay,
 	)
@@ -312,14 +399,29 @@ FROM (
   FROM usage_events
   WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
     AND ($2::bigint IS NULL OR token_id = $2::bigint)
-    AND created_at >= $3 AND created_at < $4
+    AND ((created_at >= $3::timestamptz AND created_at < $4::timestamptz)
+      OR (created_at >= $5::timestamptz AND created_at < $6::timestamptz))
   GROUP BY (created_at AT TIME ZONE 'UTC')::date, model
+  UNION ALL
+  SELECT (created_at AT TIME ZONE 'UTC')::date, model, count(*), count(*) FILTER (WHERE status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_events
+  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
+    AND ($2::bigint IS NULL OR token_id = $2::bigint)
+    AND NOT rolled_up AND created_at >= $4::timestamptz AND created_at < $5::timestamptz
+  GROUP BY (created_at AT TIME ZONE 'UTC')::date, model
+  UNION ALL
+  SELECT (hour AT TIME ZONE 'UTC')::date, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_hourly
+  WHERE token_id = $7::bigint
+    AND project_id BETWEEN $8::bigint AND $9::bigint
+    AND hour >= $4::timestamptz AND hour < $5::timestamptz
+  GROUP BY (hour AT TIME ZONE 'UTC')::date, model
   UNION ALL
   SELECT day, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
   FROM usage_daily
   WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
     AND ($2::bigint IS NULL OR token_id = $2::bigint)
-    AND day >= $5::date AND day < $6::date
+    AND day >= $10::date AND day < $11::date
   GROUP BY day, model
 ) AS u
 GROUP BY day, model
@@ -327,12 +429,17 @@ ORDER BY day, model
 `
 
 type UsageTotalsByDayModelParams struct {
-	ProjectID *int64
-	TokenID   *int64
-	Since     time.Time
-	Until     time.Time
-	SinceDay  time.Time
-	UntilDay  time.Time
+	ProjectID        *int64
+	TokenID          *int64
+	Since            time.Time
+	HourSince        time.Time
+	HourUntil        time.Time
+	Until            time.Time
+	RollupToken      int64
+	RollupProjectMin int64
+	RollupProjectMax int64
+	SinceDay         time.Time
+	UntilDay         time.Time
 }
 
 type UsageTotalsByDayModelRow struct {
@@ -345,15 +452,20 @@ type UsageTotalsByDayModelRow struct {
 	TotalTokens      int64
 }
 
-// UsageTotalsByModel per UTC day: raw events by the day they were created
-// in, rollups by theirs; sorted by day, then model bytewise (collation "C",
-// as UsageTotalsByModel).
+// UsageTotalsByModel per UTC day: events and hours by the day they are in,
+// rollups by theirs; sorted by day, then model bytewise (collation "C", as
+// UsageTotalsByModel).
 func (q *Queries) UsageTotalsByDayModel(ctx context.Context, db DBTX, arg *UsageTotalsByDayModelParams) ([]*UsageTotalsByDayModelRow, error) {
 	rows, err := db.Query(ctx, usageTotalsByDayModel,
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
+		arg.HourSince,
+		arg.HourUntil,
 		arg.Until,
+		arg.RollupToken,
+		arg.RollupProjectMin,
+		arg.RollupProjectMax,
 		arg.SinceDay,
 		arg.UntilDay,
 	)
@@ -402,14 +514,29 @@ FROM (
   FROM usage_events
   WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
     AND ($2::bigint IS NULL OR token_id = $2::bigint)
-    AND created_at >= $3 AND created_at < $4
+    AND ((created_at >= $3::timestamptz AND created_at < $4::timestamptz)
+      OR (created_at >= $5::timestamptz AND created_at < $6::timestamptz))
+  GROUP BY model
+  UNION ALL
+  SELECT model, count(*), count(*) FILTER (WHERE status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_events
+  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
+    AND ($2::bigint IS NULL OR token_id = $2::bigint)
+    AND NOT rolled_up AND created_at >= $4::timestamptz AND created_at < $5::timestamptz
+  GROUP BY model
+  UNION ALL
+  SELECT model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_hourly
+  WHERE token_id = $7::bigint
+    AND project_id BETWEEN $8::bigint AND $9::bigint
+    AND hour >= $4::timestamptz AND hour < $5::timestamptz
   GROUP BY model
   UNION ALL
   SELECT model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
   FROM usage_daily
   WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
     AND ($2::bigint IS NULL OR token_id = $2::bigint)
-    AND day >= $5::date AND day < $6::date
+    AND day >= $10::date AND day < $11::date
   GROUP BY model
 ) AS u
 GROUP BY model
@@ -417,12 +544,17 @@ ORDER BY model
 `
 
 type UsageTotalsByModelParams struct {
-	ProjectID *int64
-	TokenID   *int64
-	Since     time.Time
-	Until     time.Time
-	SinceDay  time.Time
-	UntilDay  time.Time
+	ProjectID        *int64
+	TokenID          *int64
+	Since            time.Time
+	HourSince        time.Time
+	HourUntil        time.Time
+	Until            time.Time
+	RollupToken      int64
+	RollupProjectMin int64
+	RollupProjectMax int64
+	SinceDay         time.Time
+	UntilDay         time.Time
 }
 
 type UsageTotalsByModelRow struct {
@@ -434,14 +566,19 @@ type UsageTotalsByModelRow struct {
 	TotalTokens      int64
 }
 
-// UsageTotals per model, sorted bytewise as in SQLite: usage_daily.model's
+// UsageTotals per model, sorted bytewise as in SQLite: the rollups' model
 // collation "C" is the union's.
 func (q *Queries) UsageTotalsByModel(ctx context.Context, db DBTX, arg *UsageTotalsByModelParams) ([]*UsageTotalsByModelRow, error) {
 	rows, err := db.Query(ctx, usageTotalsByModel,
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
+		arg.HourSince,
+		arg.HourUntil,
 		arg.Until,
+		arg.RollupToken,
+		arg.RollupProjectMin,
+		arg.RollupProjectMax,
 		arg.SinceDay,
 		arg.UntilDay,
 	)

@@ -394,7 +394,7 @@ func (q *Queries) UsageDeleteAll(ctx context.Context, db DBTX) error {
 }
 
 const usageDump = `-- name: UsageDump :many
-SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id FROM usage_events
+SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id, rolled_up FROM usage_events
 WHERE id > ?1
 ORDER BY id
 LIMIT ?2
@@ -428,6 +428,7 @@ func (q *Queries) UsageDump(ctx context.Context, db DBTX, arg *UsageDumpParams) 
 			&i.LatencyMs,
 			&i.CreatedAt,
 			&i.EventID,
+			&i.RolledUp,
 		); err != nil {
 			return nil, err
 		}

@@ -74,4 +74,17 @@ type UsageEvent struct {
 	LatencyMs        int64
 	CreatedAt        int64
 	EventID          []byte
+	RolledUp         int64
+}
+
+type UsageHourly struct {
+	TokenID          int64
+	ProjectID        int64
+	Hour             int64
+	Model            string
+	Requests         int64
+	Errors           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
 }

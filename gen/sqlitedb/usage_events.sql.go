@@ -9,15 +9,14 @@ import (
 	"context"
 )
 
-const usageDeleteBefore = `-- name: UsageDeleteBefore :many
+const usageDeleteBefore = `-- name: UsageDeleteBefore :execrows
 DELETE FROM usage_events
 WHERE id IN (
   SELECT old.id FROM usage_events AS old
-  WHERE old.created_at < ?1
+  WHERE old.created_at < ?1 AND old.rolled_up = 1
   ORDER BY old.created_at
   LIMIT ?2
 )
-RETURNING id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
 `
 
 type UsageDeleteBeforeParams struct {
@@ -25,50 +24,22 @@ type UsageDeleteBeforeParams struct {
 	MaxRows int64
 }
 
-// Deletes and returns up to max_rows of the oldest events created before
-// @before, for UsagePrune to roll up in the same transaction.
-func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDeleteBeforeParams) ([]*UsageEvent, error) {
-	rows, err := db.QueryContext(ctx, usageDeleteBefore, arg.Before, arg.MaxRows)
+// Deletes up to max_rows of the oldest rolled-up events created before
+// @before: their counts stay in usage_hourly (and, once folded, in
+// usage_daily). Events not rolled up yet are left for UsageRollUp.
+func (q *Queries) UsageDeleteBefore(ctx context.Context, db DBTX, arg *UsageDeleteBeforeParams) (int64, error) {
+	result, err := db.ExecContext(ctx, usageDeleteBefore, arg.Before, arg.MaxRows)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	defer rows.Close()
-	var items []*UsageEvent
-	for rows.Next() {
-		var i UsageEvent
-		if err := rows.Scan(
-			&i.ID,
-			&i.TokenID,
-			&i.ProjectID,
-			&i.Method,
-			&i.Path,
-			&i.Model,
-			&i.Status,
-			&i.PromptTokens,
-			&i.CompletionTokens,
-			&i.TotalTokens,
-			&i.LatencyMs,
-			&i.CreatedAt,
-			&i.EventID,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, &i)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
+	return result.RowsAffected()
 }
 
 const usageInsert = `-- name: UsageInsert :execrows
 INSERT INTO usage_events (
   token_id, project_id, method, path, model, status,
-  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id, rolled_up
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT (event_id) DO NOTHING
 `
 
@@ -90,7 +61,8 @@ type UsageInsertParams struct {
 // One event; UsageInsertBatch runs it, prepared once, for each event of a
 // batch in one transaction, which costs less per row than decoding the batch
 // with json_each. An event whose event_id is stored already is skipped, so a
-// retried batch is written once.
+// retried batch is written once. The event is written rolled up: the
+// caller adds it to usage_hourly in the same transaction.
 func (q *Queries) UsageInsert(ctx context.Context, db DBTX, arg *UsageInsertParams) (int64, error) {
 	result, err := db.ExecContext(ctx, usageInsert,
 		arg.TokenID,
@@ -133,7 +105,9 @@ ON CONFLICT (event_id) DO NOTHING
 // (cheaper); kept because both dialects' name sets must match. One
 // multi-row INSERT: rows is a JSON array of objects keyed by column name,
 // event_id in hex or null. An event whose event_id is stored already is
-// skipped. (WHERE true lets SQLite parse ON CONFLICT after a SELECT.)
+// skipped. The events are not rolled up (rolled_up is 0): usage reads
+// count them raw until UsageRollUp adds them to usage_hourly. (WHERE true
+// lets SQLite parse ON CONFLICT after a SELECT.)
 func (q *Queries) UsageInsertBatch(ctx context.Context, db DBTX, rows string) (int64, error) {
 	result, err := db.ExecContext(ctx, usageInsertBatch, rows)
 	if err != nil {
@@ -143,7 +117,7 @@ func (q *Queries) UsageInsertBatch(ctx context.Context, db DBTX, rows string) (i
 }
 
 const usageList = `-- name: UsageList :many
-SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id FROM usage_events
+SELECT id, token_id, project_id, method, path, model, status, prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id, rolled_up FROM usage_events
 WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
   AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
   AND id < ?3
@@ -187,6 +161,64 @@ func (q *Queries) UsageList(ctx context.Context, db DBTX, arg *UsageListParams) 
 			&i.LatencyMs,
 			&i.CreatedAt,
 			&i.EventID,
+			&i.RolledUp,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const usageRollUpBatch = `-- name: UsageRollUpBatch :many
+UPDATE usage_events SET rolled_up = 1
+WHERE id IN (
+  SELECT old.id FROM usage_events AS old
+  WHERE old.rolled_up = 0
+  ORDER BY old.created_at
+  LIMIT ?1
+)
+RETURNING token_id, project_id, model, status, prompt_tokens, completion_tokens, total_tokens, created_at
+`
+
+type UsageRollUpBatchRow struct {
+	TokenID          int64
+	ProjectID        int64
+	Model            string
+	Status           int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+	CreatedAt        int64
+}
+
+// Marks up to max_rows of the oldest events not in usage_hourly as rolled
+// up and returns them, for UsageRollUp to add to usage_hourly in the same
+// transaction.
+func (q *Queries) UsageRollUpBatch(ctx context.Context, db DBTX, maxRows int64) ([]*UsageRollUpBatchRow, error) {
+	rows, err := db.QueryContext(ctx, usageRollUpBatch, maxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*UsageRollUpBatchRow
+	for rows.Next() {
+		var i UsageRollUpBatchRow
+		if err := rows.Scan(
+			&i.TokenID,
+			&i.ProjectID,
+			&i.Model,
+			&i.Status,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.TotalTokens,
+			&i.CreatedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -202,6 +234,7 @@ func (q *Queries) UsageList(ctx context.Context, db DBTX, arg *UsageListParams) 
 }
 
 const usageTotals = `-- name: UsageTotals :one
+
 SELECT
   CAST(COALESCE(sum(requests), 0) AS INTEGER)          AS requests,
   CAST(COALESCE(sum(errors), 0) AS INTEGER)            AS errors,
@@ -217,21 +250,44 @@ FROM (
     AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
     AND created_at >= ?3 AND created_at < ?4
   UNION ALL
+  SELECT count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_events
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND created_at >= ?5 AND created_at < ?6
+  UNION ALL
+  SELECT count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_events
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND rolled_up = 0 AND created_at >= ?4 AND created_at < ?5
+  UNION ALL
+  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_hourly
+  WHERE token_id = ?7
+    AND project_id BETWEEN ?8 AND ?9
+    AND +hour >= ?4 AND +hour < ?5
+  UNION ALL
   SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
   FROM usage_daily
   WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
     AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
-    AND day >= ?5 AND day < ?6
+    AND day >= ?10 AND day < ?11
 )
 `
 
 type UsageTotalsParams struct {
-	ProjectID *int64
-	TokenID   *int64
-	Since     int64
-	Until     int64
-	SinceDay  int64
-	UntilDay  int64
+	ProjectID        interface{}
+	TokenID          interface{}
+	Since            interface{}
+	HourSince        interface{}
+	HourUntil        interface{}
+	Until            interface{}
+	RollupToken      interface{}
+	RollupProjectMin interface{}
+	RollupProjectMax interface{}
+	SinceDay         interface{}
+	UntilDay         interface{}
 }
 
 type UsageTotalsRow struct {
@@ -242,15 +298,30 @@ type UsageTotalsRow struct {
 	TotalTokens      int64
 }
 
-// The raw events created in [since, until) plus the rollups of the days in
-// [since_day, until_day): pruning moves each event from one table to the
-// other in one transaction, so every request is counted exactly once.
+// The usage reads below count the range [since, until) exactly once:
+//   - whole hours [hour_since, hour_until) from usage_hourly, the rows of
+//     one level (rollup_token 0 with project bounds 0..0: everything; 0 with
+//     p..p: project p; t with p..p or 1..max: token t);
+//   - events of those hours not rolled up yet, by usage_events_unrolled_idx;
+//   - the partial hours [since, hour_since) and [hour_until, until) from
+//     raw events, by usage_events_created_idx;
+//   - the days past the retention whose midnight is in the range,
+//     [since_day, until_day), from usage_daily.
+//
+// service.UsageReadRange computes the bounds. (+hour keeps SQLite from
+// searching usage_hourly by usage_hourly_hour_idx, which serves pruning,
+// instead of by its primary key.)
 func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsParams) (*UsageTotalsRow, error) {
 	row := db.QueryRowContext(ctx, usageTotals,
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
+		arg.HourSince,
+		arg.HourUntil,
 		arg.Until,
+		arg.RollupToken,
+		arg.RollupProjectMin,
+		arg.RollupProjectMax,
 		arg.SinceDay,
 		arg.UntilDay,
 	)
@@ -276,19 +347,40 @@ SELECT
   CAST(sum(total_tokens) AS INTEGER)      AS total_tokens
 FROM (
   SELECT
-    created_at - created_at % 86400000 AS day, model, count(*) AS requests, sum(status >= 400) AS errors,
-    sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
+    created_at - created_at % 86400000 AS day, model, count(*) AS requests, sum(status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
   FROM usage_events
   WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
     AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
     AND created_at >= ?3 AND created_at < ?4
   GROUP BY created_at - created_at % 86400000, model
   UNION ALL
+  SELECT created_at - created_at % 86400000, model, count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_events
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND created_at >= ?5 AND created_at < ?6
+  GROUP BY created_at - created_at % 86400000, model
+  UNION ALL
+  SELECT created_at - created_at % 86400000, model, count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_events
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND rolled_up = 0 AND created_at >= ?4 AND created_at < ?5
+  GROUP BY created_at - created_at % 86400000, model
+  UNION ALL
+  SELECT hour - hour % 86400000, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_hourly
+  WHERE token_id = ?7
+    AND project_id BETWEEN ?8 AND ?9
+    AND +hour >= ?4 AND +hour < ?5
+  GROUP BY hour - hour % 86400000, model
+  UNION ALL
   SELECT day, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
   FROM usage_daily
   WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
     AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
-    AND day >= ?5 AND day < ?6
+    AND day >= ?10 AND day < ?11
   GROUP BY day, model
 )
 GROUP BY day, model
@@ -296,12 +388,17 @@ ORDER BY day, model
 `
 
 type UsageTotalsByDayModelParams struct {
-	ProjectID *int64
-	TokenID   *int64
-	Since     int64
-	Until     int64
-	SinceDay  int64
-	UntilDay  int64
+	ProjectID        interface{}
+	TokenID          interface{}
+	Since            interface{}
+	HourSince        interface{}
+	HourUntil        interface{}
+	Until            interface{}
+	RollupToken      interface{}
+	RollupProjectMin interface{}
+	RollupProjectMax interface{}
+	SinceDay         interface{}
+	UntilDay         interface{}
 }
 
 type UsageTotalsByDayModelRow struct {
@@ -314,14 +411,19 @@ type UsageTotalsByDayModelRow struct {
 	TotalTokens      int64
 }
 
-// UsageTotalsByModel per UTC day: raw events by the day they were created
-// in, rollups by theirs; sorted by day, then model bytewise.
+// UsageTotalsByModel per UTC day: events and hours by the day they are in,
+// rollups by theirs; sorted by day, then model bytewise.
 func (q *Queries) UsageTotalsByDayModel(ctx context.Context, db DBTX, arg *UsageTotalsByDayModelParams) ([]*UsageTotalsByDayModelRow, error) {
 	rows, err := db.QueryContext(ctx, usageTotalsByDayModel,
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
+		arg.HourSince,
+		arg.HourUntil,
 		arg.Until,
+		arg.RollupToken,
+		arg.RollupProjectMin,
+		arg.RollupProjectMax,
 		arg.SinceDay,
 		arg.UntilDay,
 	)
@@ -372,11 +474,32 @@ FROM (
     AND created_at >= ?3 AND created_at < ?4
   GROUP BY model
   UNION ALL
+  SELECT model, count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_events
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND created_at >= ?5 AND created_at < ?6
+  GROUP BY model
+  UNION ALL
+  SELECT model, count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_events
+  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
+    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
+    AND rolled_up = 0 AND created_at >= ?4 AND created_at < ?5
+  GROUP BY model
+  UNION ALL
+  SELECT model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
+  FROM usage_hourly
+  WHERE token_id = ?7
+    AND project_id BETWEEN ?8 AND ?9
+    AND +hour >= ?4 AND +hour < ?5
+  GROUP BY model
+  UNION ALL
   SELECT model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
   FROM usage_daily
   WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
     AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
-    AND day >= ?5 AND day < ?6
+    AND day >= ?10 AND day < ?11
   GROUP BY model
 )
 GROUP BY model
@@ -384,12 +507,17 @@ ORDER BY model
 `
 
 type UsageTotalsByModelParams struct {
-	ProjectID *int64
-	TokenID   *int64
-	Since     int64
-	Until     int64
-	SinceDay  int64
-	UntilDay  int64
+	ProjectID        interface{}
+	TokenID          interface{}
+	Since            interface{}
+	HourSince        interface{}
+	HourUntil        interface{}
+	Until            interface{}
+	RollupToken      interface{}
+	RollupProjectMin interface{}
+	RollupProjectMax interface{}
+	SinceDay         interface{}
+	UntilDay         interface{}
 }
 
 type UsageTotalsByModelRow struct {
@@ -407,7 +535,12 @@ func (q *Queries) UsageTotalsByModel(ctx context.Context, db DBTX, arg *UsageTot
 		arg.ProjectID,
 		arg.TokenID,
 		arg.Since,
+		arg.HourSince,
+		arg.HourUntil,
 		arg.Until,
+		arg.RollupToken,
+		arg.RollupProjectMin,
+		arg.RollupProjectMax,
 		arg.SinceDay,
 		arg.UntilDay,
 	)

@@ -11,8 +11,9 @@ import (
 
 // RetentionOptions configure RunRetention.
 type RetentionOptions struct {
-	// Days is how long raw events are kept: each run rolls up the UTC days
-	// that ended at least Days days ago (service.Store.UsagePrune).
+	// Days is how long raw events are kept: each run prunes the UTC days
+	// that ended at least Days days ago (service.Store.UsagePrune); 0 keeps
+	// them forever.
 	Days     int
 	Interval time.Duration // between runs; the first is at once
 	Logger   *slog.Logger  // default: discard
@@ -21,10 +22,13 @@ type RetentionOptions struct {
 	Now func() time.Time
 }
 
-// RunRetention prunes usage at once and then every Interval until ctx
-// ends; a run cut short by ctx rolls back only its current batch. A failed
-// run is logged and retried at the next tick.
-func RunRetention(ctx context.Context, pruner service.Store, opts RetentionOptions) {
+// RunRetention maintains usage at once and then every Interval until ctx
+// ends: it rolls up the events not in the hourly rollup yet (those written
+// before it existed, loaded by db copy or import, or written by an older
+// llmproxy during a rolling upgrade; service.Store.UsageRollUp), then
+// prunes. A run cut short by ctx rolls back only its current batch. A
+// failed run is logged and retried at the next tick.
+func RunRetention(ctx context.Context, store service.Store, opts RetentionOptions) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -34,21 +38,35 @@ func RunRetention(ctx context.Context, pruner service.Store, opts RetentionOptio
 	retention := time.Duration(opts.Days) * 24 * time.Hour
 	ticker := time.NewTicker(opts.Interval)
 	defer ticker.Stop()
+	failed := func(what string, err error, args ...any) {
+		level := slog.LevelError
+		if errors.Is(err, service.ErrUnavailable) {
+			level = slog.LevelWarn // the database is down; the next run catches up
+		}
+		args = append([]any{"err", err}, args...)
+		opts.Logger.Log(ctx, level, what+" failed; retrying later", append(args, "retry_in", opts.Interval.String())...)
+	}
 	for {
-		result, err := pruner.UsagePrune(ctx, &service.UsagePruneParams{Before: opts.Now().Add(-retention)})
+		rolled, err := store.UsageRollUp(ctx, 0)
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			level := slog.LevelError
-			if errors.Is(err, service.ErrUnavailable) {
-				level = slog.LevelWarn // the database is down; the next run catches up
+			failed("usage rollup", err, "rolled_up", rolled)
+		case rolled > 0:
+			opts.Logger.Info("usage rollup: added usage events to the hourly rollup", "rolled_up", rolled)
+		}
+		if opts.Days > 0 && err == nil {
+			result, err := store.UsagePrune(ctx, &service.UsagePruneParams{Before: opts.Now().Add(-retention)})
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				failed("usage retention", err, "deleted", result.Events, "hours", result.Hours, "before", result.Cutoff)
+			case result.Events > 0 || result.Hours > 0:
+				opts.Logger.Info("usage retention: deleted raw usage events and folded their hours into daily totals",
+					"deleted", result.Events, "batches", result.Batches, "hours", result.Hours, "before", result.Cutoff)
 			}
-			opts.Logger.Log(ctx, level, "usage retention failed; retrying later",
-				"err", err, "rolled_up", result.Events, "before", result.Cutoff, "retry_in", opts.Interval.String())
-		case result.Events > 0:
-			opts.Logger.Info("usage retention: rolled up raw usage events into daily totals",
-				"rolled_up", result.Events, "batches", result.Batches, "before", result.Cutoff)
 		}
 		select {
 		case <-ctx.Done():

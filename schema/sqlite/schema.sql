@@ -58,7 +58,12 @@ CREATE TABLE usage_events (
   total_tokens      INTEGER NOT NULL DEFAULT 0,
   latency_ms        INTEGER NOT NULL DEFAULT 0,
   created_at        INTEGER NOT NULL,
-  event_id          BLOB
+  event_id          BLOB,
+  -- 1 once the event is counted in usage_hourly, which its writer does in
+  -- the same transaction; 0 for events written before usage_hourly existed
+  -- (or by an older llmproxy during a rolling upgrade), which usage reads
+  -- count raw until service.Store.UsageRollUp adds them.
+  rolled_up         INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE UNIQUE INDEX usage_events_event_id_key ON usage_events (event_id);
 -- Reads search by created_at or id. Their project and token filters are
@@ -66,6 +71,9 @@ CREATE UNIQUE INDEX usage_events_event_id_key ON usage_events (event_id);
 -- no project or token index to update on every insert (a third of a row's
 -- cost; TestUsageQueriesSearchAnIndex holds the plans).
 CREATE INDEX usage_events_created_idx ON usage_events (created_at);
+-- The events not yet in usage_hourly: none once UsageRollUp has caught up,
+-- so the index costs an insert nothing (its rows are written rolled up).
+CREATE INDEX usage_events_unrolled_idx ON usage_events (created_at) WHERE rolled_up = 0;
 
 -- Audit rows reference ids that may not exist (a refused request for an
 -- unknown project is audited too), so there are no foreign keys here either.
@@ -101,6 +109,31 @@ CREATE TABLE usage_daily (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX usage_daily_project_day_idx ON usage_daily (project_id, day);
 CREATE INDEX usage_daily_token_day_idx ON usage_daily (token_id, day);
+
+-- Usage rolled up per UTC hour at three levels, kept in the same transaction
+-- as the events (see docs/database.md, "Usage rollups"):
+--   token_id > 0:                one token's usage of one model;
+--   token_id = 0, project_id > 0: all tokens of the project;
+--   token_id = 0, project_id = 0: all projects.
+-- So a read of one token, one project or everything sums at most one row
+-- per hour and model, found by the primary key. hour is the unix
+-- milliseconds of the hour's start. Hours that pass the usage retention are
+-- folded into usage_daily (their token rows) and deleted.
+CREATE TABLE usage_hourly (
+  token_id          INTEGER NOT NULL,
+  project_id        INTEGER NOT NULL,
+  hour              INTEGER NOT NULL,
+  model             TEXT    NOT NULL,
+  requests          INTEGER NOT NULL,
+  errors            INTEGER NOT NULL,
+  prompt_tokens     INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  total_tokens      INTEGER NOT NULL,
+  PRIMARY KEY (token_id, project_id, hour, model),
+  CONSTRAINT usage_hourly_hour_is_whole CHECK (hour % 3600000 = 0),
+  CONSTRAINT usage_hourly_level CHECK (token_id >= 0 AND project_id >= 0 AND (token_id = 0 OR project_id > 0))
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_hourly_hour_idx ON usage_hourly (hour);
 
 -- Signed-in dashboard browsers (internal/admin). The cookie holds the
 -- session's secret; only a keyed hash of it is stored, so the table signs

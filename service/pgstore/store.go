@@ -428,34 +428,12 @@ func (s *Store) TokenRevokeAllForProject(ctx context.Context, projectID int64) (
 	return &result, nil
 }
 
-// UsageInsertBatch writes the events with one INSERT of parallel arrays,
-// which is all or nothing and skips events whose EventID is stored already.
-// A single event (the recorder writes an event a batch refused alone) takes
-// the plain INSERT, with no arrays to build.
+// UsageInsertBatch writes the events, and adds the ones it wrote to
+// usage_hourly, with one statement of parallel arrays, which is all or
+// nothing and skips events whose EventID is stored already.
 func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
-	switch len(events) {
-	case 0:
+	if len(events) == 0 {
 		return 0, nil
-	case 1:
-		e := events[0]
-		n, err := s.q.UsageInsert(ctx, s.db, &pgdb.UsageInsertParams{
-			TokenID:          e.TokenID,
-			ProjectID:        e.ProjectID,
-			Method:           e.Method,
-			Path:             e.Path,
-			Model:            e.Model,
-			Status:           e.Status,
-			PromptTokens:     e.PromptTokens,
-			CompletionTokens: e.CompletionTokens,
-			TotalTokens:      e.TotalTokens,
-			LatencyMs:        e.LatencyMS,
-			CreatedAt:        e.CreatedAt.UTC(),
-			EventID:          e.EventID,
-		})
-		if err != nil {
-			return 0, s.fail(err)
-		}
-		return n, nil
 	}
 	params := usageInsertColumns(events)
 	n, err := s.q.UsageInsertBatch(ctx, s.db, &params)
@@ -501,15 +479,22 @@ func usageInsertColumns(events []*service.UsageEventCreateParams) pgdb.UsageInse
 // llmproxy-bench scale). Planning each read costs far less than that.
 const customPlansSQL = "SET LOCAL plan_cache_mode = force_custom_plan"
 
+// usageReadParams are the bounds of r for the usage reads, whose
+// parameters are the same.
+func usageReadParams(f *service.UsageFilter, r service.UsageReadRange) pgdb.UsageTotalsParams {
+	return pgdb.UsageTotalsParams{
+		ProjectID: f.ProjectID, TokenID: f.TokenID,
+		Since: r.Since, HourSince: r.HourSince, HourUntil: r.HourUntil, Until: r.Until,
+		RollupToken: r.RollupToken, RollupProjectMin: r.RollupProjectMin, RollupProjectMax: r.RollupProjectMax,
+		SinceDay: r.SinceDay, UntilDay: r.UntilDay,
+	}
+}
+
 // UsageTotals reads the totals and the per-model rows from one snapshot, so
-// they always add up even while events are being inserted or pruned. Their
+// they always add up, and a prune commits either wholly before or after it;
 // plans are made for each call's filter (customPlansSQL).
 func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*service.UsageTotals, error) {
-	since, until := service.UsageTimeRange(f)
-	sinceDay, untilDay := service.UsageDayRange(since, until)
-	params := pgdb.UsageTotalsParams{
-		ProjectID: f.ProjectID, TokenID: f.TokenID, Since: since, Until: until, SinceDay: sinceDay, UntilDay: untilDay,
-	}
+	params := usageReadParams(f, service.NewUsageReadRange(f))
 	var totals service.UsageTotals
 	snapshot := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
 	err := s.withTx(ctx, snapshot, func(tx *Store) error {
@@ -537,17 +522,14 @@ func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*servi
 // UsageTotalsByDay is one read of the days' totals per model, planned for
 // its filter (customPlansSQL).
 func (s *Store) UsageTotalsByDay(ctx context.Context, f *service.UsageFilter) ([]*service.DayUsage, error) {
-	since, until := service.UsageTimeRange(f)
-	sinceDay, untilDay := service.UsageDayRange(since, until)
+	params := usageReadParams(f, service.NewUsageReadRange(f))
 	var rows []*pgdb.UsageTotalsByDayModelRow
 	err := s.withTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx *Store) error {
 		if _, err := tx.db.Exec(ctx, customPlansSQL); err != nil {
 			return tx.fail(err)
 		}
 		var err error
-		rows, err = tx.q.UsageTotalsByDayModel(ctx, tx.db, &pgdb.UsageTotalsByDayModelParams{
-			ProjectID: f.ProjectID, TokenID: f.TokenID, Since: since, Until: until, SinceDay: sinceDay, UntilDay: untilDay,
-		})
+		rows, err = tx.q.UsageTotalsByDayModel(ctx, tx.db, (*pgdb.UsageTotalsByDayModelParams)(&params))
 		return tx.fail(err)
 	})
 	if err != nil {
@@ -558,26 +540,75 @@ func (s *Store) UsageTotalsByDay(ctx context.Context, f *service.UsageFilter) ([
 	})), nil
 }
 
-// UsagePrune rolls up each batch in a transaction of its own. Another
-// pruner's batch is skipped, not waited for (UsageDeleteBefore), and
-// usage_daily rows are upserted in key order, so concurrent pruners neither
-// count an event twice nor deadlock each other.
+// UsagePrune runs each batch and each hour in a transaction of its own.
+// Another pruner's batch is skipped, not waited for (UsageDeleteBefore); a
+// second pruner of an hour waits for the first and finds it folded
+// (UsageHourlyFold); usage_daily rows are upserted in key order. So
+// concurrent pruners neither count an event twice nor deadlock each other.
 func (s *Store) UsagePrune(ctx context.Context, params *service.UsagePruneParams) (*service.UsagePruneResult, error) {
-	return service.PruneUsageInBatches(ctx, params, func(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+	return service.PruneUsage(ctx, params, service.UsagePruneSteps{
+		DeleteEvents: func(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+			n, err := s.q.UsageDeleteBefore(ctx, s.db, &pgdb.UsageDeleteBeforeParams{Before: cutoff, MaxRows: int64(limit)})
+			return n, s.fail(err)
+		},
+		FoldHour: func(ctx context.Context, cutoff time.Time) (int, error) {
+			var n int
+			err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
+				rows, err := tx.q.UsageHourlyFold(ctx, tx.db, cutoff)
+				if err != nil || len(rows) == 0 {
+					return tx.fail(err)
+				}
+				hourly := convert.Map(rows, func(r *pgdb.UsageHourly) *service.UsageHourly { return (*service.UsageHourly)(r) })
+				if _, err := tx.q.UsageDailyAddMany(ctx, tx.db, usageDailyColumns(service.FoldHourly(hourly))); err != nil {
+					return tx.fail(err)
+				}
+				n = len(rows)
+				return nil
+			})
+			return n, err
+		},
+	})
+}
+
+// UsageRollUp rolls up each batch in a transaction of its own. Another
+// instance's batch is skipped, not waited for (UsageRollUpBatch), and
+// usage_hourly rows are upserted in key order.
+func (s *Store) UsageRollUp(ctx context.Context, batchSize int) (int64, error) {
+	return service.RollUpInBatches(ctx, batchSize, func(ctx context.Context, limit int) (int64, error) {
 		var n int64
 		err := s.withTx(ctx, pgx.TxOptions{}, func(tx *Store) error {
-			rows, err := tx.q.UsageDeleteBefore(ctx, tx.db, &pgdb.UsageDeleteBeforeParams{Before: cutoff, MaxRows: int64(limit)})
-			if err != nil || len(rows) == 0 {
+			events, err := tx.q.UsageRollUpBatch(ctx, tx.db, int64(limit))
+			if err != nil || len(events) == 0 {
 				return tx.fail(err)
 			}
-			if _, err := tx.q.UsageDailyAddMany(ctx, tx.db, usageDailyColumns(service.RollUpUsage(convert.Map(rows, usageEventFromRow)))); err != nil {
+			var rollup service.UsageRollup
+			for _, e := range events {
+				rollup.Add(e.TokenID, e.ProjectID, e.Model, e.CreatedAt, e.Status, e.PromptTokens, e.CompletionTokens, e.TotalTokens)
+			}
+			if _, err := tx.q.UsageHourlyAddMany(ctx, tx.db, usageHourlyColumns(rollup.Rows())); err != nil {
 				return tx.fail(err)
 			}
-			n = int64(len(rows))
+			n = int64(len(events))
 			return nil
 		})
 		return n, err
 	})
+}
+
+// usageHourlyColumns turns rows into the column arrays UsageHourlyAddMany unnests.
+func usageHourlyColumns(rows []*service.UsageHourly) *pgdb.UsageHourlyAddManyParams {
+	n := len(rows)
+	p := &pgdb.UsageHourlyAddManyParams{
+		TokenIds: make([]int64, n), ProjectIds: make([]int64, n), Hours: make([]time.Time, n), Models: make([]string, n),
+		Requests: make([]int64, n), Errors: make([]int64, n), PromptTokens: make([]int64, n),
+		CompletionTokens: make([]int64, n), TotalTokens: make([]int64, n),
+	}
+	for i, r := range rows {
+		p.TokenIds[i], p.ProjectIds[i], p.Hours[i], p.Models[i] = r.TokenID, r.ProjectID, r.Hour, r.Model
+		p.Requests[i], p.Errors[i], p.PromptTokens[i] = r.Requests, r.Errors, r.PromptTokens
+		p.CompletionTokens[i], p.TotalTokens[i] = r.CompletionTokens, r.TotalTokens
+	}
+	return p
 }
 
 // usageDailyColumns turns rows into the column arrays UsageDailyAddMany unnests.

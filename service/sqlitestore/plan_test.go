@@ -65,9 +65,11 @@ func (p *queryPlanner) PrepareContext(context.Context, string) (*sql.Stmt, error
 
 // TestUsageQueriesSearchAnIndex holds that every query reading usage_events
 // searches it by created_at or id instead of scanning the table, with or
-// without a project or token filter. Those filters are optional parameters
-// ("? IS NULL OR project_id = ?"), which SQLite cannot look up in an index,
-// so usage_events has no project or token index to keep up on every insert.
+// without a project or token filter, and that the reads search usage_hourly
+// by its primary key (the filter's level), never by hour alone. The
+// filters are optional parameters ("? IS NULL OR project_id = ?"), which
+// SQLite cannot look up in an index, so usage_events has no project or
+// token index to keep up on every insert.
 func TestUsageQueriesSearchAnIndex(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -91,7 +93,7 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 	}
 
 	project, token := int64(3), int64(7)
-	since, until := now.Add(-time.Hour).UnixMilli(), now.UnixMilli()
+	rangeFilter := service.UsageFilter{Since: now.Add(-90 * time.Minute), Until: now}
 	filters := []struct {
 		name           string
 		project, token *int64
@@ -100,19 +102,20 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 	p := &queryPlanner{db: s.writer}
 	var names []string
 	for _, f := range filters {
-		_, _ = s.q.UsageTotals(ctx, p, &sqlitedb.UsageTotalsParams{
-			ProjectID: f.project, TokenID: f.token, Since: since, Until: until, SinceDay: 0, UntilDay: until,
-		})
-		_, _ = s.q.UsageTotalsByModel(ctx, p, &sqlitedb.UsageTotalsByModelParams{
-			ProjectID: f.project, TokenID: f.token, Since: since, Until: until, SinceDay: 0, UntilDay: until,
-		})
+		filter := rangeFilter
+		filter.ProjectID, filter.TokenID = f.project, f.token
+		params := usageReadParams(&filter, service.NewUsageReadRange(&filter))
+		_, _ = s.q.UsageTotals(ctx, p, &params)
+		_, _ = s.q.UsageTotalsByModel(ctx, p, (*sqlitedb.UsageTotalsByModelParams)(&params))
+		_, _ = s.q.UsageTotalsByDayModel(ctx, p, (*sqlitedb.UsageTotalsByDayModelParams)(&params))
 		_, _ = s.q.UsageList(ctx, p, &sqlitedb.UsageListParams{
 			ProjectID: f.project, TokenID: f.token, BeforeID: 1 << 62, MaxRows: 100,
 		})
-		names = append(names, "UsageTotals "+f.name, "UsageTotalsByModel "+f.name, "UsageList "+f.name)
+		names = append(names, "UsageTotals "+f.name, "UsageTotalsByModel "+f.name, "UsageTotalsByDayModel "+f.name, "UsageList "+f.name)
 	}
-	_, _ = s.q.UsageDeleteBefore(ctx, p, &sqlitedb.UsageDeleteBeforeParams{Before: since, MaxRows: 500})
-	names = append(names, "UsageDeleteBefore")
+	_, _ = s.q.UsageDeleteBefore(ctx, p, &sqlitedb.UsageDeleteBeforeParams{Before: now.UnixMilli(), MaxRows: 500})
+	_, _ = s.q.UsageRollUpBatch(ctx, p, 500)
+	names = append(names, "UsageDeleteBefore", "UsageRollUpBatch")
 
 	if len(p.plans) != len(names) {
 		t.Fatalf("planned %d queries, want %d: %q", len(p.plans), len(names), p.plans)
@@ -123,8 +126,14 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 			continue
 		}
 		for step := range strings.SplitSeq(plan, "; ") {
-			if strings.HasPrefix(step, "SCAN usage_events") || strings.HasPrefix(step, "SCAN old") {
+			// A scan of usage_events_unrolled_idx reads only the events
+			// not rolled up yet: none, once UsageRollUp has caught up.
+			scan := strings.HasPrefix(step, "SCAN usage_events") || strings.HasPrefix(step, "SCAN old")
+			if scan && !strings.HasSuffix(step, "USING COVERING INDEX usage_events_unrolled_idx") {
 				t.Errorf("%s scans usage_events: %s", names[i], plan)
+			}
+			if strings.Contains(step, "usage_hourly") && !strings.HasPrefix(step, "SEARCH usage_hourly USING PRIMARY KEY (token_id=? AND project_id>? AND project_id<?)") {
+				t.Errorf("%s reads usage_hourly other than by its primary key: %s", names[i], step)
 			}
 		}
 		t.Logf("%-28s %s", names[i], plan)

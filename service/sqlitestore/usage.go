@@ -41,6 +41,7 @@ func nullableHex(b []byte) *string {
 // transaction, so all or nothing; events whose EventID is stored already
 // (earlier in the batch too) count 0. Per row this holds the writer, which
 // admissions wait for, shorter than one INSERT ... SELECT FROM json_each.
+// The events written are added to usage_hourly in the same transaction.
 func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEventCreateParams) (int64, error) {
 	if len(events) == 0 {
 		return 0, nil
@@ -51,7 +52,10 @@ func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEve
 		// that can end; the rows are checked against ctx here instead, and
 		// database/sql rolls the transaction back if it ends.
 		rowCtx := context.WithoutCancel(ctx)
-		var total int64
+		var (
+			total  int64
+			rollup service.UsageRollup
+		)
 		for _, e := range events {
 			if err := ctx.Err(); err != nil {
 				return 0, err
@@ -73,10 +77,73 @@ func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEve
 			if err != nil {
 				return 0, mapError(err)
 			}
+			if n > 0 {
+				rollup.Add(e.TokenID, e.ProjectID, e.Model, e.CreatedAt, e.Status, e.PromptTokens, e.CompletionTokens, e.TotalTokens)
+			}
 			total += n
 		}
-		return total, nil
+		return total, addHourly(rowCtx, tx, rollup.Rows())
 	})
+}
+
+// addHourly adds rows to usage_hourly.
+func addHourly(ctx context.Context, tx *Store, rows []*service.UsageHourly) error {
+	return insertJSONRows(ctx, tx, tx.q.UsageHourlyAddMany, rows, func(r *service.UsageHourly) usageHourlyRow {
+		return usageHourlyRow{
+			TokenID: r.TokenID, ProjectID: r.ProjectID, Hour: r.Hour.UnixMilli(), Model: r.Model,
+			Requests: r.Requests, Errors: r.Errors, PromptTokens: r.PromptTokens,
+			CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
+		}
+	})
+}
+
+// usageHourlyRow is one element of the JSON array UsageHourlyAddMany
+// passes to json_each; the keys are the column names.
+type usageHourlyRow struct {
+	TokenID          int64  `json:"token_id"`
+	ProjectID        int64  `json:"project_id"`
+	Hour             int64  `json:"hour"`
+	Model            string `json:"model"`
+	Requests         int64  `json:"requests"`
+	Errors           int64  `json:"errors"`
+	PromptTokens     int64  `json:"prompt_tokens"`
+	CompletionTokens int64  `json:"completion_tokens"`
+	TotalTokens      int64  `json:"total_tokens"`
+}
+
+// UsageRollUp rolls up each batch in a write transaction of its own.
+func (s *Store) UsageRollUp(ctx context.Context, batchSize int) (int64, error) {
+	return service.RollUpInBatches(ctx, batchSize, func(ctx context.Context, limit int) (int64, error) {
+		return inTx(ctx, s, func(tx *Store) (int64, error) {
+			events, err := tx.q.UsageRollUpBatch(ctx, tx.tx, int64(limit))
+			if err != nil || len(events) == 0 {
+				return 0, mapError(err)
+			}
+			var rollup service.UsageRollup
+			for _, e := range events {
+				rollup.Add(e.TokenID, e.ProjectID, e.Model, fromMillis(e.CreatedAt), e.Status, e.PromptTokens, e.CompletionTokens, e.TotalTokens)
+			}
+			return int64(len(events)), addHourly(ctx, tx, rollup.Rows())
+		})
+	})
+}
+
+// usageReadParams are the bounds of r for the usage reads, whose
+// parameters are the same.
+func usageReadParams(f *service.UsageFilter, r service.UsageReadRange) sqlitedb.UsageTotalsParams {
+	return sqlitedb.UsageTotalsParams{
+		ProjectID:        f.ProjectID,
+		TokenID:          f.TokenID,
+		Since:            r.Since.UnixMilli(),
+		HourSince:        r.HourSince.UnixMilli(),
+		HourUntil:        r.HourUntil.UnixMilli(),
+		Until:            r.Until.UnixMilli(),
+		RollupToken:      r.RollupToken,
+		RollupProjectMin: r.RollupProjectMin,
+		RollupProjectMax: r.RollupProjectMax,
+		SinceDay:         r.SinceDay.UnixMilli(),
+		UntilDay:         r.UntilDay.UnixMilli(),
+	}
 }
 
 // txStmts is a sqlitedb.DBTX on a transaction that prepares each text it
@@ -103,16 +170,7 @@ func (t *txStmts) ExecContext(ctx context.Context, query string, args ...any) (s
 // UsageTotals reads the totals and the per-model rows from one snapshot, so
 // they always add up, and a prune commits either wholly before or after it.
 func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*service.UsageTotals, error) {
-	since, until := service.UsageTimeRange(filter)
-	sinceDay, untilDay := service.UsageDayRange(since, until)
-	params := sqlitedb.UsageTotalsParams{
-		ProjectID: filter.ProjectID,
-		TokenID:   filter.TokenID,
-		Since:     since.UnixMilli(),
-		Until:     until.UnixMilli(),
-		SinceDay:  sinceDay.UnixMilli(),
-		UntilDay:  untilDay.UnixMilli(),
-	}
+	params := usageReadParams(filter, service.NewUsageReadRange(filter))
 	var totals service.UsageTotals
 	err := s.readTx(ctx, func(db sqlitedb.DBTX) error {
 		counts, err := s.q.UsageTotals(ctx, db, &params)
@@ -135,74 +193,48 @@ func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*
 	return &totals, nil
 }
 
-// perDayReadsUpTo is the longest range, in days, that UsageTotalsByDay
-// reads a day at a time, with UsageTotalsByModel. SQLite sorts the rows of
-// a GROUP BY; grouped by day and model in one read, that is a sort of every
-// row in the range. Measured with llmproxy-bench scale (1M events over 89
-// days, the dashboard's 90 days, two runs each): one read grouped by day
-// and model 1,383 ms; a UsageTotalsByModel read per day 711–770 ms (against
-// 951–956 ms for the UsageTotals and UsageTotalsByModel per day that the
-// dashboard ran before). Longer ranges (an unbounded one would be 2.9
-// million days) are read at once.
-const perDayReadsUpTo = 92
-
-// UsageTotalsByDay reads the days' totals per model from one snapshot.
+// UsageTotalsByDay reads the days' totals per model in one statement.
 func (s *Store) UsageTotalsByDay(ctx context.Context, filter *service.UsageFilter) ([]*service.DayUsage, error) {
-	since, until := service.UsageTimeRange(filter)
-	var rows []convert.DayModel
-	err := s.readTx(ctx, func(db sqlitedb.DBTX) error {
-		if until.Sub(since) > perDayReadsUpTo*24*time.Hour {
-			sinceDay, untilDay := service.UsageDayRange(since, until)
-			got, err := s.q.UsageTotalsByDayModel(ctx, db, &sqlitedb.UsageTotalsByDayModelParams{
-				ProjectID: filter.ProjectID, TokenID: filter.TokenID,
-				Since: since.UnixMilli(), Until: until.UnixMilli(), SinceDay: sinceDay.UnixMilli(), UntilDay: untilDay.UnixMilli(),
-			})
-			for _, r := range got {
-				rows = append(rows, convert.DayModelUsage(r, func(ms int64) time.Time { return time.UnixMilli(ms) }))
-			}
-			return mapError(err)
-		}
-		for day := service.UsageDay(since); day.Before(until); day = day.AddDate(0, 0, 1) {
-			pieceSince, pieceUntil := service.UsageDayPiece(since, until, day)
-			sinceDay, untilDay := service.UsageDayRange(pieceSince, pieceUntil)
-			got, err := s.q.UsageTotalsByModel(ctx, db, &sqlitedb.UsageTotalsByModelParams{
-				ProjectID: filter.ProjectID, TokenID: filter.TokenID,
-				Since: pieceSince.UnixMilli(), Until: pieceUntil.UnixMilli(), SinceDay: sinceDay.UnixMilli(), UntilDay: untilDay.UnixMilli(),
-			})
-			if err != nil {
-				return mapError(err)
-			}
-			for _, r := range got {
-				rows = append(rows, convert.DayModel{Day: day, ModelUsage: convert.ModelUsage(r)})
-			}
-		}
-		return nil
-	})
+	params := usageReadParams(filter, service.NewUsageReadRange(filter))
+	rows, err := s.q.UsageTotalsByDayModel(ctx, s.reads(), (*sqlitedb.UsageTotalsByDayModelParams)(&params))
 	if err != nil {
-		return nil, err
+		return nil, mapError(err)
 	}
-	return convert.Days(rows), nil
+	return convert.Days(convert.Map(rows, func(r *sqlitedb.UsageTotalsByDayModelRow) convert.DayModel {
+		return convert.DayModelUsage(r, fromMillis)
+	})), nil
 }
 
-// UsagePrune rolls up each batch in a write transaction of its own, so the
-// writer connection is free between batches for the usage recorder and
-// admissions.
+// UsagePrune runs each batch and each hour in a write transaction of its
+// own, so the writer connection is free between them for the usage
+// recorder and admissions.
 func (s *Store) UsagePrune(ctx context.Context, params *service.UsagePruneParams) (*service.UsagePruneResult, error) {
-	return service.PruneUsageInBatches(ctx, params, func(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
-		return inTx(ctx, s, func(tx *Store) (int64, error) {
-			rows, err := tx.q.UsageDeleteBefore(ctx, tx.tx, &sqlitedb.UsageDeleteBeforeParams{
-				Before:  cutoff.UnixMilli(),
-				MaxRows: int64(limit),
+	return service.PruneUsage(ctx, params, service.UsagePruneSteps{
+		DeleteEvents: func(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+			return inTx(ctx, s, func(tx *Store) (int64, error) {
+				n, err := tx.q.UsageDeleteBefore(ctx, tx.tx, &sqlitedb.UsageDeleteBeforeParams{
+					Before:  cutoff.UnixMilli(),
+					MaxRows: int64(limit),
+				})
+				return n, mapError(err)
 			})
-			if err != nil || len(rows) == 0 {
-				return 0, mapError(err)
-			}
-			daily := service.RollUpUsage(convert.Map(rows, usageEventFromRow))
-			if err := insertJSONRows(ctx, tx, tx.q.UsageDailyAddMany, daily, usageDailyToRow); err != nil {
-				return 0, err
-			}
-			return int64(len(rows)), nil
-		})
+		},
+		FoldHour: func(ctx context.Context, cutoff time.Time) (int, error) {
+			return inTx(ctx, s, func(tx *Store) (int, error) {
+				rows, err := tx.q.UsageHourlyFold(ctx, tx.tx, cutoff.UnixMilli())
+				if err != nil || len(rows) == 0 {
+					return 0, mapError(err)
+				}
+				hourly := convert.Map(rows, func(r *sqlitedb.UsageHourly) *service.UsageHourly {
+					return &service.UsageHourly{
+						TokenID: r.TokenID, ProjectID: r.ProjectID, Hour: fromMillis(r.Hour), Model: r.Model,
+						Requests: r.Requests, Errors: r.Errors, PromptTokens: r.PromptTokens,
+						CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
+					}
+				})
+				return len(rows), insertJSONRows(ctx, tx, tx.q.UsageDailyAddMany, service.FoldHourly(hourly), usageDailyToRow)
+			})
+		},
 	})
 }
 

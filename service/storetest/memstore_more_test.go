@@ -67,8 +67,11 @@ func (m *memStore) TokenSettleReserved(_ context.Context, tokenID, reserved, unu
 	return nil
 }
 
+// UsagePrune moves events past the retention into usage_daily directly:
+// memStore keeps no hourly rollup (its reads sum the events), so it has no
+// hours to fold, and UsageRollUp finds nothing to do.
 func (m *memStore) UsagePrune(ctx context.Context, params *service.UsagePruneParams) (*service.UsagePruneResult, error) {
-	return service.PruneUsageInBatches(ctx, params, func(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+	return service.PruneUsage(ctx, params, service.UsagePruneSteps{DeleteEvents: func(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
@@ -96,7 +99,11 @@ func (m *memStore) UsagePrune(ctx context.Context, params *service.UsagePrunePar
 			row.TotalTokens += d.TotalTokens
 		}
 		return int64(len(batch)), nil
-	})
+	}, FoldHour: func(context.Context, time.Time) (int, error) { return 0, nil }})
+}
+
+func (m *memStore) UsageRollUp(ctx context.Context, _ int) (int64, error) {
+	return 0, ctx.Err()
 }
 
 func (m *memStore) ProjectDump(_ context.Context, p *service.DumpParams) ([]*service.Project, error) {

@@ -63,6 +63,7 @@ func suite() []methodCases {
 		{"UsageTotalsByDay", usageTotalsByDayCases},
 		{"UsageList", usageListCases},
 		{"UsagePrune", usagePruneCases},
+		{"UsageRollUp", usageRollUpCases},
 		{"AuditInsert", auditInsertCases},
 		{"AuditList", auditListCases},
 		{"SessionCreate", sessionCreateCases},
