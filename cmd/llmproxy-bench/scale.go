@@ -233,8 +233,10 @@ type scaleData struct {
 	projectEvents, tokenEvents   int64
 }
 
-// fillScale writes the projects, tokens and n usage events straight through
-// the store (as db import does), in time order over the last scaleDays days.
+// fillScale writes the projects and tokens straight through the store (as
+// db import does), and n usage events as serve writes them
+// (UsageInsertBatch, which rolls them up), in time order over the last
+// scaleDays days.
 // Tokens are used with a Zipf skew (a few busy ones, a long tail), spread
 // round-robin over the projects; models are skewed too; 2 % are errors.
 func fillScale(ctx context.Context, cfg service.Config, n int64) (*scaleData, error) {
@@ -270,7 +272,7 @@ func fillScale(ctx context.Context, cfg service.Config, n int64) (*scaleData, er
 	modelOf := rand.NewZipf(rng, 1.3, 1, scaleModels-1)
 	perToken := make([]int64, scaleTokens)
 	step := float64(now.Sub(start)) / float64(n)
-	batch := make([]*service.UsageEvent, 0, scaleBatch)
+	batch := make([]*service.UsageEventCreateParams, 0, scaleBatch)
 	for id := int64(1); id <= n; id++ {
 		token := tokens[tokenOf.Uint64()]
 		perToken[token.ID-1]++
@@ -280,13 +282,13 @@ func fillScale(ctx context.Context, cfg service.Config, n int64) (*scaleData, er
 		if rng.IntN(50) == 0 {
 			status = []int64{http.StatusBadRequest, http.StatusTooManyRequests, http.StatusBadGateway}[rng.IntN(3)]
 		}
-		batch = append(batch, &service.UsageEvent{ID: id, TokenID: token.ID, ProjectID: token.ProjectID,
+		batch = append(batch, &service.UsageEventCreateParams{TokenID: token.ID, ProjectID: token.ProjectID,
 			Method: http.MethodPost, Path: "/v1/chat/completions", Model: fmt.Sprintf("model-%d", modelOf.Uint64()),
 			Status: status, PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion,
 			LatencyMS: int64(50 + rng.IntN(3000)), CreatedAt: at, EventID: service.NewEventID(at)})
 		if len(batch) == scaleBatch || id == n {
-			if err := store.UsageInsertFullMany(ctx, batch); err != nil {
-				return nil, fmt.Errorf("usage events: %w", err)
+			if written, err := store.UsageInsertBatch(ctx, batch); err != nil || written != int64(len(batch)) {
+				return nil, fmt.Errorf("usage events: %d of %d written: %v", written, len(batch), err)
 			}
 			batch = batch[:0]
 		}

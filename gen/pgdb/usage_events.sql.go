@@ -279,105 +279,6 @@ func (q *Queries) UsageRollUpBatch(ctx context.Context, db DBTX, maxRows int64) 
 	return items, nil
 }
 
-const usageTotals = `-- name: UsageTotals :one
-
-SELECT
-  COALESCE(sum(requests), 0)::bigint          AS requests,
-  COALESCE(sum(errors), 0)::bigint            AS errors,
-  COALESCE(sum(prompt_tokens), 0)::bigint     AS prompt_tokens,
-  COALESCE(sum(completion_tokens), 0)::bigint AS completion_tokens,
-  COALESCE(sum(total_tokens), 0)::bigint      AS total_tokens
-FROM (
-  SELECT
-    count(*)                              AS requests,
-    count(*) FILTER (WHERE status >= 400) AS errors,
-    sum(prompt_tokens)                    AS prompt_tokens,
-    sum(completion_tokens)                AS completion_tokens,
-    sum(total_tokens)                     AS total_tokens
-  FROM usage_events
-  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
-    AND ($2::bigint IS NULL OR token_id = $2::bigint)
-    AND ((created_at >= $3::timestamptz AND created_at < $4::timestamptz)
-      OR (created_at >= $5::timestamptz AND created_at < $6::timestamptz))
-  UNION ALL
-  SELECT count(*), count(*) FILTER (WHERE status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
-  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
-    AND ($2::bigint IS NULL OR token_id = $2::bigint)
-    AND NOT rolled_up AND created_at >= $4::timestamptz AND created_at < $5::timestamptz
-  UNION ALL
-  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_hourly
-  WHERE token_id = $7::bigint
-    AND project_id BETWEEN $8::bigint AND $9::bigint
-    AND hour >= $4::timestamptz AND hour < $5::timestamptz
-  UNION ALL
-  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_daily
-  WHERE ($1::bigint IS NULL OR project_id = $1::bigint)
-    AND ($2::bigint IS NULL OR token_id = $2::bigint)
-    AND day >= $10::date AND day < $11::date
-) AS u
-`
-
-type UsageTotalsParams struct {
-	ProjectID        *int64
-	TokenID          *int64
-	Since            time.Time
-	HourSince        time.Time
-	HourUntil        time.Time
-	Until            time.Time
-	RollupToken      int64
-	RollupProjectMin int64
-	RollupProjectMax int64
-	SinceDay         time.Time
-	UntilDay         time.Time
-}
-
-type UsageTotalsRow struct {
-	Requests         int64
-	Errors           int64
-	PromptTokens     int64
-	CompletionTokens int64
-	TotalTokens      int64
-}
-
-// The usage reads below count the range [since, until) exactly once:
-//   - whole hours [hour_since, hour_until) from usage_hourly, the rows of
-//     one level (rollup_token 0 with project bounds 0..0: everything; 0 with
-//     p..p: project p; t with p..p or 1..max: token t);
-//   - events of those hours not rolled up yet, by usage_events_unrolled_idx;
-//   - the partial hours [since, hour_since) and [hour_until, until) from
-//     raw events, by usage_events_created_idx;
-//   - the days past the retention whose midnight is in the range,
-//     [since_day, until_day), from usage_daily.
-//
-// service.UsageReadRange computes the bounds.
-func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsParams) (*UsageTotalsRow, error) {
-	row := db.QueryRow(ctx, usageTotals,
-		arg.ProjectID,
-		arg.TokenID,
-		arg.Since,
-		arg.HourSince,
-		arg.HourUntil,
-		arg.Until,
-		arg.RollupToken,
-		arg.RollupProjectMin,
-		arg.RollupProjectMax,
-		arg.SinceDay,
-		arg.UntilDay,
-	)
-	var i UsageTotalsRow
-	err := row.Scan(
-		&i.Requests,
-		&i.Errors,
-		&i.PromptTokens,
-		&i.CompletionTokens,
-		&i.TotalTokens,
-	)
-	return &i, err
-}
-
 const usageTotalsByDayModel = `-- name: UsageTotalsByDayModel :many
 SELECT
   day::date                      AS day,
@@ -496,6 +397,7 @@ func (q *Queries) UsageTotalsByDayModel(ctx context.Context, db DBTX, arg *Usage
 }
 
 const usageTotalsByModel = `-- name: UsageTotalsByModel :many
+
 SELECT
   model,
   sum(requests)::bigint          AS requests,
@@ -566,8 +468,19 @@ type UsageTotalsByModelRow struct {
 	TotalTokens      int64
 }
 
-// UsageTotals per model, sorted bytewise as in SQLite: the rollups' model
-// collation "C" is the union's.
+// The usage reads below count the range [since, until) exactly once:
+//   - whole hours [hour_since, hour_until) from usage_hourly, the rows of
+//     one level (rollup_token 0 with project bounds 0..0: everything; 0 with
+//     p..p: project p; t with p..p or 1..max: token t);
+//   - events of those hours not rolled up yet, by usage_events_unrolled_idx;
+//   - the partial hours [since, hour_since) and [hour_until, until) from
+//     raw events, by usage_events_created_idx;
+//   - the days past the retention whose midnight is in the range,
+//     [since_day, until_day), from usage_daily.
+//
+// service.UsageReadRange computes the bounds.
+// The usage of each model, sorted bytewise as in SQLite: the rollups'
+// model collation "C" is the union's. UsageTotals is their sum.
 func (q *Queries) UsageTotalsByModel(ctx context.Context, db DBTX, arg *UsageTotalsByModelParams) ([]*UsageTotalsByModelRow, error) {
 	rows, err := db.Query(ctx, usageTotalsByModel,
 		arg.ProjectID,

@@ -233,109 +233,6 @@ func (q *Queries) UsageRollUpBatch(ctx context.Context, db DBTX, maxRows int64) 
 	return items, nil
 }
 
-const usageTotals = `-- name: UsageTotals :one
-
-SELECT
-  CAST(COALESCE(sum(requests), 0) AS INTEGER)          AS requests,
-  CAST(COALESCE(sum(errors), 0) AS INTEGER)            AS errors,
-  CAST(COALESCE(sum(prompt_tokens), 0) AS INTEGER)     AS prompt_tokens,
-  CAST(COALESCE(sum(completion_tokens), 0) AS INTEGER) AS completion_tokens,
-  CAST(COALESCE(sum(total_tokens), 0) AS INTEGER)      AS total_tokens
-FROM (
-  SELECT
-    count(*) AS requests, sum(status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
-    sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
-  FROM usage_events
-  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
-    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
-    AND created_at >= ?3 AND created_at < ?4
-  UNION ALL
-  SELECT count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
-  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
-    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
-    AND created_at >= ?5 AND created_at < ?6
-  UNION ALL
-  SELECT count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
-  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
-    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
-    AND rolled_up = 0 AND created_at >= ?4 AND created_at < ?5
-  UNION ALL
-  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_hourly
-  WHERE token_id = ?7
-    AND project_id BETWEEN ?8 AND ?9
-    AND +hour >= ?4 AND +hour < ?5
-  UNION ALL
-  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_daily
-  WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
-    AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
-    AND day >= ?10 AND day < ?11
-)
-`
-
-type UsageTotalsParams struct {
-	ProjectID        interface{}
-	TokenID          interface{}
-	Since            interface{}
-	HourSince        interface{}
-	HourUntil        interface{}
-	Until            interface{}
-	RollupToken      interface{}
-	RollupProjectMin interface{}
-	RollupProjectMax interface{}
-	SinceDay         interface{}
-	UntilDay         interface{}
-}
-
-type UsageTotalsRow struct {
-	Requests         int64
-	Errors           int64
-	PromptTokens     int64
-	CompletionTokens int64
-	TotalTokens      int64
-}
-
-// The usage reads below count the range [since, until) exactly once:
-//   - whole hours [hour_since, hour_until) from usage_hourly, the rows of
-//     one level (rollup_token 0 with project bounds 0..0: everything; 0 with
-//     p..p: project p; t with p..p or 1..max: token t);
-//   - events of those hours not rolled up yet, by usage_events_unrolled_idx;
-//   - the partial hours [since, hour_since) and [hour_until, until) from
-//     raw events, by usage_events_created_idx;
-//   - the days past the retention whose midnight is in the range,
-//     [since_day, until_day), from usage_daily.
-//
-// service.UsageReadRange computes the bounds. (+hour keeps SQLite from
-// searching usage_hourly by usage_hourly_hour_idx, which serves pruning,
-// instead of by its primary key.)
-func (q *Queries) UsageTotals(ctx context.Context, db DBTX, arg *UsageTotalsParams) (*UsageTotalsRow, error) {
-	row := db.QueryRowContext(ctx, usageTotals,
-		arg.ProjectID,
-		arg.TokenID,
-		arg.Since,
-		arg.HourSince,
-		arg.HourUntil,
-		arg.Until,
-		arg.RollupToken,
-		arg.RollupProjectMin,
-		arg.RollupProjectMax,
-		arg.SinceDay,
-		arg.UntilDay,
-	)
-	var i UsageTotalsRow
-	err := row.Scan(
-		&i.Requests,
-		&i.Errors,
-		&i.PromptTokens,
-		&i.CompletionTokens,
-		&i.TotalTokens,
-	)
-	return &i, err
-}
-
 const usageTotalsByDayModel = `-- name: UsageTotalsByDayModel :many
 SELECT
   CAST(day AS INTEGER)                    AS day,
@@ -363,7 +260,7 @@ FROM (
   GROUP BY created_at - created_at % 86400000, model
   UNION ALL
   SELECT created_at - created_at % 86400000, model, count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
+  FROM usage_events INDEXED BY usage_events_unrolled_idx
   WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
     AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
     AND rolled_up = 0 AND created_at >= ?4 AND created_at < ?5
@@ -457,6 +354,7 @@ func (q *Queries) UsageTotalsByDayModel(ctx context.Context, db DBTX, arg *Usage
 }
 
 const usageTotalsByModel = `-- name: UsageTotalsByModel :many
+
 SELECT
   model,
   CAST(sum(requests) AS INTEGER)          AS requests,
@@ -482,7 +380,7 @@ FROM (
   GROUP BY model
   UNION ALL
   SELECT model, count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
+  FROM usage_events INDEXED BY usage_events_unrolled_idx
   WHERE (CAST(?1 AS INTEGER) IS NULL OR project_id = CAST(?1 AS INTEGER))
     AND (CAST(?2 AS INTEGER) IS NULL OR token_id = CAST(?2 AS INTEGER))
     AND rolled_up = 0 AND created_at >= ?4 AND created_at < ?5
@@ -529,7 +427,22 @@ type UsageTotalsByModelRow struct {
 	TotalTokens      int64
 }
 
-// UsageTotals per model.
+// The usage reads below count the range [since, until) exactly once:
+//   - whole hours [hour_since, hour_until) from usage_hourly, the rows of
+//     one level (rollup_token 0 with project bounds 0..0: everything; 0 with
+//     p..p: project p; t with p..p or 1..max: token t);
+//   - events of those hours not rolled up yet, by usage_events_unrolled_idx;
+//   - the partial hours [since, hour_since) and [hour_until, until) from
+//     raw events, by usage_events_created_idx;
+//   - the days past the retention whose midnight is in the range,
+//     [since_day, until_day), from usage_daily.
+//
+// service.UsageReadRange computes the bounds. Without statistics (no
+// ANALYZE has run) SQLite may pick the wrong index: INDEXED BY keeps it
+// from reading every event of the whole hours through created_at to find
+// the few not rolled up, and +hour from searching usage_hourly by
+// usage_hourly_hour_idx, which serves pruning, instead of its primary key.
+// The usage of each model; UsageTotals is their sum.
 func (q *Queries) UsageTotalsByModel(ctx context.Context, db DBTX, arg *UsageTotalsByModelParams) ([]*UsageTotalsByModelRow, error) {
 	rows, err := db.QueryContext(ctx, usageTotalsByModel,
 		arg.ProjectID,

@@ -63,48 +63,9 @@ SELECT count(*) FROM written;
 --     [since_day, until_day), from usage_daily.
 -- service.UsageReadRange computes the bounds.
 
--- name: UsageTotals :one
-SELECT
-  COALESCE(sum(requests), 0)::bigint          AS requests,
-  COALESCE(sum(errors), 0)::bigint            AS errors,
-  COALESCE(sum(prompt_tokens), 0)::bigint     AS prompt_tokens,
-  COALESCE(sum(completion_tokens), 0)::bigint AS completion_tokens,
-  COALESCE(sum(total_tokens), 0)::bigint      AS total_tokens
-FROM (
-  SELECT
-    count(*)                              AS requests,
-    count(*) FILTER (WHERE status >= 400) AS errors,
-    sum(prompt_tokens)                    AS prompt_tokens,
-    sum(completion_tokens)                AS completion_tokens,
-    sum(total_tokens)                     AS total_tokens
-  FROM usage_events
-  WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
-    AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
-    AND ((created_at >= @since::timestamptz AND created_at < @hour_since::timestamptz)
-      OR (created_at >= @hour_until::timestamptz AND created_at < @until::timestamptz))
-  UNION ALL
-  SELECT count(*), count(*) FILTER (WHERE status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
-  WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
-    AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
-    AND NOT rolled_up AND created_at >= @hour_since::timestamptz AND created_at < @hour_until::timestamptz
-  UNION ALL
-  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_hourly
-  WHERE token_id = @rollup_token::bigint
-    AND project_id BETWEEN @rollup_project_min::bigint AND @rollup_project_max::bigint
-    AND hour >= @hour_since::timestamptz AND hour < @hour_until::timestamptz
-  UNION ALL
-  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_daily
-  WHERE (sqlc.narg(project_id)::bigint IS NULL OR project_id = sqlc.narg(project_id)::bigint)
-    AND (sqlc.narg(token_id)::bigint IS NULL OR token_id = sqlc.narg(token_id)::bigint)
-    AND day >= @since_day::date AND day < @until_day::date
-) AS u;
-
 -- name: UsageTotalsByModel :many
--- UsageTotals per model, sorted bytewise as in SQLite: the rollups' model
--- collation "C" is the union's.
+-- The usage of each model, sorted bytewise as in SQLite: the rollups'
+-- model collation "C" is the union's. UsageTotals is their sum.
 SELECT
   model,
   sum(requests)::bigint          AS requests,

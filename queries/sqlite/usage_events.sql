@@ -42,53 +42,14 @@ ON CONFLICT (event_id) DO NOTHING;
 --     raw events, by usage_events_created_idx;
 --   - the days past the retention whose midnight is in the range,
 --     [since_day, until_day), from usage_daily.
--- service.UsageReadRange computes the bounds. (+hour keeps SQLite from
--- searching usage_hourly by usage_hourly_hour_idx, which serves pruning,
--- instead of by its primary key.)
-
--- name: UsageTotals :one
-SELECT
-  CAST(COALESCE(sum(requests), 0) AS INTEGER)          AS requests,
-  CAST(COALESCE(sum(errors), 0) AS INTEGER)            AS errors,
-  CAST(COALESCE(sum(prompt_tokens), 0) AS INTEGER)     AS prompt_tokens,
-  CAST(COALESCE(sum(completion_tokens), 0) AS INTEGER) AS completion_tokens,
-  CAST(COALESCE(sum(total_tokens), 0) AS INTEGER)      AS total_tokens
-FROM (
-  SELECT
-    count(*) AS requests, sum(status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
-    sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens
-  FROM usage_events
-  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
-    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
-    AND created_at >= sqlc.arg(since) AND created_at < sqlc.arg(hour_since)
-  UNION ALL
-  SELECT count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
-  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
-    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
-    AND created_at >= sqlc.arg(hour_until) AND created_at < sqlc.arg(until)
-  UNION ALL
-  SELECT count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
-  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
-    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
-    AND rolled_up = 0 AND created_at >= sqlc.arg(hour_since) AND created_at < sqlc.arg(hour_until)
-  UNION ALL
-  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_hourly
-  WHERE token_id = sqlc.arg(rollup_token)
-    AND project_id BETWEEN sqlc.arg(rollup_project_min) AND sqlc.arg(rollup_project_max)
-    AND +hour >= sqlc.arg(hour_since) AND +hour < sqlc.arg(hour_until)
-  UNION ALL
-  SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_daily
-  WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
-    AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
-    AND day >= sqlc.arg(since_day) AND day < sqlc.arg(until_day)
-);
+-- service.UsageReadRange computes the bounds. Without statistics (no
+-- ANALYZE has run) SQLite may pick the wrong index: INDEXED BY keeps it
+-- from reading every event of the whole hours through created_at to find
+-- the few not rolled up, and +hour from searching usage_hourly by
+-- usage_hourly_hour_idx, which serves pruning, instead of its primary key.
 
 -- name: UsageTotalsByModel :many
--- UsageTotals per model.
+-- The usage of each model; UsageTotals is their sum.
 SELECT
   model,
   CAST(sum(requests) AS INTEGER)          AS requests,
@@ -114,7 +75,7 @@ FROM (
   GROUP BY model
   UNION ALL
   SELECT model, count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
+  FROM usage_events INDEXED BY usage_events_unrolled_idx
   WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
     AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
     AND rolled_up = 0 AND created_at >= sqlc.arg(hour_since) AND created_at < sqlc.arg(hour_until)
@@ -166,7 +127,7 @@ FROM (
   GROUP BY created_at - created_at % 86400000, model
   UNION ALL
   SELECT created_at - created_at % 86400000, model, count(*), sum(status >= 400), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens)
-  FROM usage_events
+  FROM usage_events INDEXED BY usage_events_unrolled_idx
   WHERE (CAST(sqlc.narg(project_id) AS INTEGER) IS NULL OR project_id = CAST(sqlc.narg(project_id) AS INTEGER))
     AND (CAST(sqlc.narg(token_id) AS INTEGER) IS NULL OR token_id = CAST(sqlc.narg(token_id) AS INTEGER))
     AND rolled_up = 0 AND created_at >= sqlc.arg(hour_since) AND created_at < sqlc.arg(hour_until)

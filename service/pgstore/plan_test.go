@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/llmproxy/llmproxy/gen/pgdb"
+	"github.com/llmproxy/llmproxy/service"
 )
 
 // queryRecorder stands in for the database of a generated query: it keeps
@@ -78,17 +79,21 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 	}{{"all", nil, nil}, {"project", &project, nil}, {"token", nil, &token}, {"both", &project, &token}}
 	var names []string
 	for _, f := range filters {
-		_, _ = q.UsageTotals(ctx, rec, &pgdb.UsageTotalsParams{
-			ProjectID: f.project, TokenID: f.token, Since: since, Until: until, SinceDay: day, UntilDay: day,
-		})
-		_, _ = q.UsageTotalsByModel(ctx, rec, &pgdb.UsageTotalsByModelParams{
-			ProjectID: f.project, TokenID: f.token, Since: since, Until: until, SinceDay: day, UntilDay: day,
-		})
+		filter := service.UsageFilter{ProjectID: f.project, TokenID: f.token, Since: since.Add(-30 * time.Minute), Until: until}
+		r := service.NewUsageReadRange(&filter)
+		params := pgdb.UsageTotalsByModelParams{
+			ProjectID: f.project, TokenID: f.token, Since: r.Since, HourSince: r.HourSince, HourUntil: r.HourUntil, Until: r.Until,
+			RollupToken: r.RollupToken, RollupProjectMin: r.RollupProjectMin, RollupProjectMax: r.RollupProjectMax,
+			SinceDay: day, UntilDay: day,
+		}
+		_, _ = q.UsageTotalsByModel(ctx, rec, &params)
+		_, _ = q.UsageTotalsByDayModel(ctx, rec, (*pgdb.UsageTotalsByDayModelParams)(&params))
 		_, _ = q.UsageList(ctx, rec, &pgdb.UsageListParams{ProjectID: f.project, TokenID: f.token, BeforeID: 1 << 62, MaxRows: 100})
-		names = append(names, "UsageTotals "+f.name, "UsageTotalsByModel "+f.name, "UsageList "+f.name)
+		names = append(names, "UsageTotalsByModel "+f.name, "UsageTotalsByDayModel "+f.name, "UsageList "+f.name)
 	}
 	_, _ = q.UsageDeleteBefore(ctx, rec, &pgdb.UsageDeleteBeforeParams{Before: since, MaxRows: 500})
-	names = append(names, "UsageDeleteBefore")
+	_, _ = q.UsageRollUpBatch(ctx, rec, 500)
+	names = append(names, "UsageDeleteBefore", "UsageRollUpBatch")
 	if len(rec.queries) != len(names) {
 		t.Fatalf("recorded %d queries, want %d", len(rec.queries), len(names))
 	}
@@ -124,6 +129,9 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 			}
 			if strings.Contains(plan, "Seq Scan on usage_events") {
 				t.Errorf("%s (%s) scans usage_events:\n%s", names[i], mode, plan)
+			}
+			if strings.Contains(plan, "on usage_hourly") && !strings.Contains(plan, "using usage_hourly_pkey on usage_hourly") {
+				t.Errorf("%s (%s) reads usage_hourly other than by its primary key:\n%s", names[i], mode, plan)
 			}
 		}
 	}

@@ -481,8 +481,8 @@ const customPlansSQL = "SET LOCAL plan_cache_mode = force_custom_plan"
 
 // usageReadParams are the bounds of r for the usage reads, whose
 // parameters are the same.
-func usageReadParams(f *service.UsageFilter, r service.UsageReadRange) pgdb.UsageTotalsParams {
-	return pgdb.UsageTotalsParams{
+func usageReadParams(f *service.UsageFilter, r service.UsageReadRange) pgdb.UsageTotalsByModelParams {
+	return pgdb.UsageTotalsByModelParams{
 		ProjectID: f.ProjectID, TokenID: f.TokenID,
 		Since: r.Since, HourSince: r.HourSince, HourUntil: r.HourUntil, Until: r.Until,
 		RollupToken: r.RollupToken, RollupProjectMin: r.RollupProjectMin, RollupProjectMax: r.RollupProjectMax,
@@ -490,33 +490,23 @@ func usageReadParams(f *service.UsageFilter, r service.UsageReadRange) pgdb.Usag
 	}
 }
 
-// UsageTotals reads the totals and the per-model rows from one snapshot, so
-// they always add up, and a prune commits either wholly before or after it;
-// plans are made for each call's filter (customPlansSQL).
+// UsageTotals reads the per-model rows in one statement, planned for its
+// filter (customPlansSQL); the totals are their sum.
 func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*service.UsageTotals, error) {
 	params := usageReadParams(f, service.NewUsageReadRange(f))
-	var totals service.UsageTotals
-	snapshot := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-	err := s.withTx(ctx, snapshot, func(tx *Store) error {
+	var byModel []*pgdb.UsageTotalsByModelRow
+	err := s.withTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx *Store) error {
 		if _, err := tx.db.Exec(ctx, customPlansSQL); err != nil {
 			return tx.fail(err)
 		}
-		row, err := tx.q.UsageTotals(ctx, tx.db, &params)
-		if err != nil {
-			return tx.fail(err)
-		}
-		byModel, err := tx.q.UsageTotalsByModel(ctx, tx.db, (*pgdb.UsageTotalsByModelParams)(&params))
-		if err != nil {
-			return tx.fail(err)
-		}
-		totals.UsageCounts = service.UsageCounts(*row)
-		totals.ByModel = convert.Map(byModel, convert.ModelUsage)
-		return nil
+		var err error
+		byModel, err = tx.q.UsageTotalsByModel(ctx, tx.db, &params)
+		return tx.fail(err)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &totals, nil
+	return convert.Totals(byModel), nil
 }
 
 // UsageTotalsByDay is one read of the days' totals per model, planned for

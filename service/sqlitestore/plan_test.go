@@ -88,10 +88,17 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 	if _, err := s.UsageInsertBatch(ctx, events); err != nil {
 		t.Fatal(err)
 	}
+	checkUsagePlans(t, s, now, "before ANALYZE")
 	if _, err := s.writer.ExecContext(ctx, "ANALYZE"); err != nil {
 		t.Fatal(err)
 	}
+	checkUsagePlans(t, s, now, "after ANALYZE")
+}
 
+// checkUsagePlans plans every usage query for every filter and checks how
+// each reads usage_events and usage_hourly.
+func checkUsagePlans(t *testing.T, s *Store, now time.Time, when string) {
+	ctx := context.Background()
 	project, token := int64(3), int64(7)
 	rangeFilter := service.UsageFilter{Since: now.Add(-90 * time.Minute), Until: now}
 	filters := []struct {
@@ -105,13 +112,12 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 		filter := rangeFilter
 		filter.ProjectID, filter.TokenID = f.project, f.token
 		params := usageReadParams(&filter, service.NewUsageReadRange(&filter))
-		_, _ = s.q.UsageTotals(ctx, p, &params)
-		_, _ = s.q.UsageTotalsByModel(ctx, p, (*sqlitedb.UsageTotalsByModelParams)(&params))
+		_, _ = s.q.UsageTotalsByModel(ctx, p, &params)
 		_, _ = s.q.UsageTotalsByDayModel(ctx, p, (*sqlitedb.UsageTotalsByDayModelParams)(&params))
 		_, _ = s.q.UsageList(ctx, p, &sqlitedb.UsageListParams{
 			ProjectID: f.project, TokenID: f.token, BeforeID: 1 << 62, MaxRows: 100,
 		})
-		names = append(names, "UsageTotals "+f.name, "UsageTotalsByModel "+f.name, "UsageTotalsByDayModel "+f.name, "UsageList "+f.name)
+		names = append(names, "UsageTotalsByModel "+f.name, "UsageTotalsByDayModel "+f.name, "UsageList "+f.name)
 	}
 	_, _ = s.q.UsageDeleteBefore(ctx, p, &sqlitedb.UsageDeleteBeforeParams{Before: now.UnixMilli(), MaxRows: 500})
 	_, _ = s.q.UsageRollUpBatch(ctx, p, 500)
@@ -122,7 +128,7 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 	}
 	for i, plan := range p.plans {
 		if strings.HasPrefix(plan, "error") || !strings.Contains(plan, "usage_events") {
-			t.Errorf("%s: no plan for usage_events: %s", names[i], plan)
+			t.Errorf("%s %s: no plan for usage_events: %s", when, names[i], plan)
 			continue
 		}
 		for step := range strings.SplitSeq(plan, "; ") {
@@ -130,12 +136,12 @@ func TestUsageQueriesSearchAnIndex(t *testing.T) {
 			// not rolled up yet: none, once UsageRollUp has caught up.
 			scan := strings.HasPrefix(step, "SCAN usage_events") || strings.HasPrefix(step, "SCAN old")
 			if scan && !strings.HasSuffix(step, "USING COVERING INDEX usage_events_unrolled_idx") {
-				t.Errorf("%s scans usage_events: %s", names[i], plan)
+				t.Errorf("%s %s scans usage_events: %s", when, names[i], plan)
 			}
 			if strings.Contains(step, "usage_hourly") && !strings.HasPrefix(step, "SEARCH usage_hourly USING PRIMARY KEY (token_id=? AND project_id>? AND project_id<?)") {
-				t.Errorf("%s reads usage_hourly other than by its primary key: %s", names[i], step)
+				t.Errorf("%s %s reads usage_hourly other than by its primary key: %s", when, names[i], step)
 			}
 		}
-		t.Logf("%-28s %s", names[i], plan)
+		t.Logf("%s %-28s %s", when, names[i], plan)
 	}
 }

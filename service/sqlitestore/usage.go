@@ -130,8 +130,8 @@ func (s *Store) UsageRollUp(ctx context.Context, batchSize int) (int64, error) {
 
 // usageReadParams are the bounds of r for the usage reads, whose
 // parameters are the same.
-func usageReadParams(f *service.UsageFilter, r service.UsageReadRange) sqlitedb.UsageTotalsParams {
-	return sqlitedb.UsageTotalsParams{
+func usageReadParams(f *service.UsageFilter, r service.UsageReadRange) sqlitedb.UsageTotalsByModelParams {
+	return sqlitedb.UsageTotalsByModelParams{
 		ProjectID:        f.ProjectID,
 		TokenID:          f.TokenID,
 		Since:            r.Since.UnixMilli(),
@@ -167,30 +167,15 @@ func (t *txStmts) ExecContext(ctx context.Context, query string, args ...any) (s
 	return stmt.ExecContext(ctx, args...)
 }
 
-// UsageTotals reads the totals and the per-model rows from one snapshot, so
-// they always add up, and a prune commits either wholly before or after it.
+// UsageTotals reads the per-model rows in one statement; the totals are
+// their sum.
 func (s *Store) UsageTotals(ctx context.Context, filter *service.UsageFilter) (*service.UsageTotals, error) {
 	params := usageReadParams(filter, service.NewUsageReadRange(filter))
-	var totals service.UsageTotals
-	err := s.readTx(ctx, func(db sqlitedb.DBTX) error {
-		counts, err := s.q.UsageTotals(ctx, db, &params)
-		if err != nil {
-			return mapError(err)
-		}
-		byModel, err := s.q.UsageTotalsByModel(ctx, db, (*sqlitedb.UsageTotalsByModelParams)(&params))
-		if err != nil {
-			return mapError(err)
-		}
-		totals = service.UsageTotals{
-			UsageCounts: service.UsageCounts(*counts),
-			ByModel:     convert.Map(byModel, convert.ModelUsage),
-		}
-		return nil
-	})
+	byModel, err := s.q.UsageTotalsByModel(ctx, s.reads(), &params)
 	if err != nil {
-		return nil, err
+		return nil, mapError(err)
 	}
-	return &totals, nil
+	return convert.Totals(byModel), nil
 }
 
 // UsageTotalsByDay reads the days' totals per model in one statement.

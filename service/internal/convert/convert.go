@@ -89,15 +89,28 @@ func Days(rows []DayModel) []*service.DayUsage {
 		if len(days) == 0 || !days[len(days)-1].Day.Equal(r.Day) {
 			days = append(days, &service.DayUsage{Day: r.Day.UTC()})
 		}
-		day := days[len(days)-1]
-		day.ByModel = append(day.ByModel, r.ModelUsage)
-		day.Requests += r.Requests
-		day.Errors += r.Errors
-		day.PromptTokens += r.PromptTokens
-		day.CompletionTokens += r.CompletionTokens
-		day.TotalTokens += r.TotalTokens
+		addModel(&days[len(days)-1].UsageTotals, r.ModelUsage)
 	}
 	return days
+}
+
+// Totals converts UsageTotalsByModel rows into UsageTotals, the totals the
+// sum of the models.
+func Totals[R ~modelTotals](rows []*R) *service.UsageTotals {
+	totals := &service.UsageTotals{ByModel: make([]service.ModelUsage, 0, len(rows))}
+	for _, r := range rows {
+		addModel(totals, ModelUsage(r))
+	}
+	return totals
+}
+
+func addModel(t *service.UsageTotals, m service.ModelUsage) {
+	t.ByModel = append(t.ByModel, m)
+	t.Requests += m.Requests
+	t.Errors += m.Errors
+	t.PromptTokens += m.PromptTokens
+	t.CompletionTokens += m.CompletionTokens
+	t.TotalTokens += m.TotalTokens
 }
 
 // tableCounts is the shape of TableCountsRow.
