@@ -3,7 +3,6 @@ package service
 import (
 	"cmp"
 	"context"
-	"slices"
 	"strings"
 	"time"
 )
@@ -122,33 +121,6 @@ func batchSize(n int) int {
 		return DefaultUsagePruneBatchSize
 	}
 	return n
-}
-
-// RollUpUsage sums events per UTC day, project, token and model, in key
-// order, which is also the order in which pruners lock usage_daily rows.
-func RollUpUsage(events []*UsageEvent) []*UsageDaily {
-	byKey := make(map[UsageDailyKey]*UsageDaily)
-	for _, e := range events {
-		key := UsageDailyKey{Day: UsageDay(e.CreatedAt), ProjectID: e.ProjectID, TokenID: e.TokenID, Model: e.Model}
-		d := byKey[key]
-		if d == nil {
-			d = &UsageDaily{Day: key.Day, ProjectID: e.ProjectID, TokenID: e.TokenID, Model: e.Model}
-			byKey[key] = d
-		}
-		d.Requests++
-		if e.Status >= 400 {
-			d.Errors++
-		}
-		d.PromptTokens += e.PromptTokens
-		d.CompletionTokens += e.CompletionTokens
-		d.TotalTokens += e.TotalTokens
-	}
-	rows := make([]*UsageDaily, 0, len(byKey))
-	for _, d := range byKey {
-		rows = append(rows, d)
-	}
-	slices.SortFunc(rows, func(a, b *UsageDaily) int { return a.Key().Compare(b.Key()) })
-	return rows
 }
 
 // UsageDay returns the UTC midnight that starts t's UTC day.

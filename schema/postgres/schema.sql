@@ -124,7 +124,11 @@ CREATE TABLE usage_hourly (
   prompt_tokens     bigint      NOT NULL,
   completion_tokens bigint      NOT NULL,
   total_tokens      bigint      NOT NULL,
-  CONSTRAINT usage_hourly_pkey PRIMARY KEY (token_id, project_id, hour, model),
+  -- The counts are in the key's index too, so a read is an index-only scan
+  -- of one level's entries, which lie together, instead of a heap page per
+  -- row (a level's rows are written among all the others').
+  CONSTRAINT usage_hourly_pkey PRIMARY KEY (token_id, project_id, hour, model)
+    INCLUDE (requests, errors, prompt_tokens, completion_tokens, total_tokens),
   CONSTRAINT usage_hourly_hour_is_whole CHECK (date_trunc('hour', hour, 'UTC') = hour),
   CONSTRAINT usage_hourly_level CHECK (token_id >= 0 AND project_id >= 0 AND (token_id = 0 OR project_id > 0))
 );

@@ -30,22 +30,6 @@ func (c *capturedSQL) QueryRow(ctx context.Context, query string, args ...any) p
 	return c.Pool.QueryRow(ctx, query, args...)
 }
 
-// usageInsertBatchSQL is gen/pgdb's UsageInsertBatch statement, character for character.
-const usageInsertBatchSQL = `-- name: UsageInsertBatch :execrows
-INSERT INTO usage_events (
-  token_id, project_id, method, path, model, status,
-  prompt_tokens, completion_tokens, total_tokens, latency_ms, created_at, event_id
-)
-SELECT
-  unnest($1::bigint[]), unnest($2::bigint[]),
-  unnest($3::text[]), unnest($4::text[]),
-  unnest($5::text[]), unnest($6::bigint[]),
-  unnest($7::bigint[]), unnest($8::bigint[]),
-  unnest($9::bigint[]), unnest($10::bigint[]),
-  unnest($11::timestamptz[]), unnest($12::bytea[])
-ON CONFLICT (event_id) DO NOTHING
-`
-
 // benchStore opens a store on a fresh migrated database with one project
 // and one unlimited token, whose id it returns.
 func benchStore(b *testing.B) (url string, s *pgstore.Store, tokenID int64) {
@@ -131,12 +115,15 @@ func BenchmarkRawTokenAdmit(b *testing.B) {
 	})
 }
 
-func usageEvents(n int, tokenID int64) []*service.UsageEventCreateParams {
+// usageEvents returns n events of tokens tokens (from tokenID on), so the
+// batch adds to about 2 + tokens rows of usage_hourly (each token's row,
+// its project's and the total).
+func usageEvents(n int, tokenID int64, tokens int) []*service.UsageEventCreateParams {
 	events := make([]*service.UsageEventCreateParams, n)
 	now := time.Now()
 	for i := range events {
 		events[i] = &service.UsageEventCreateParams{
-			TokenID: tokenID, ProjectID: 1, Method: "POST", Path: "/v1/chat/completions", Model: "gpt-4o-mini",
+			TokenID: tokenID + int64(i%tokens), ProjectID: 1, Method: "POST", Path: "/v1/chat/completions", Model: "gpt-4o-mini",
 			Status: 200, PromptTokens: 12, CompletionTokens: 30, TotalTokens: 42, LatencyMS: 150,
 			CreatedAt: now.Add(time.Duration(i) * time.Millisecond), EventID: make([]byte, 16),
 		}
@@ -153,20 +140,24 @@ func renameEvents(events []*service.UsageEventCreateParams, seq *uint64) {
 	}
 }
 
+// usageBatches are the batches the insert benchmarks write: the rows of one
+// token, and rows of as many tokens (every row its own usage_hourly row).
+var usageBatches = []struct{ rows, tokens int }{{100, 1}, {1000, 1}, {100, 100}, {1000, 1000}}
+
 func BenchmarkUsageInsertBatch(b *testing.B) {
 	_, s, tokenID := benchStore(b)
 	ctx := context.Background()
 	var seq uint64
-	for _, n := range []int{100, 1000} {
-		events := usageEvents(n, tokenID)
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
+	for _, batch := range usageBatches {
+		events := usageEvents(batch.rows, tokenID, batch.tokens)
+		b.Run(fmt.Sprintf("%d/tokens=%d", batch.rows, batch.tokens), func(b *testing.B) {
 			for b.Loop() {
 				renameEvents(events, &seq)
 				if _, err := s.UsageInsertBatch(ctx, events); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
+			b.ReportMetric(float64(batch.rows*b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}
 }
@@ -176,9 +167,15 @@ func BenchmarkRawUsageInsertBatch(b *testing.B) {
 	pool := rawPool(b, url)
 	ctx := context.Background()
 	var seq uint64
-	for _, n := range []int{100, 1000} {
-		events := usageEvents(n, tokenID)
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
+	// The statement as gen/pgdb runs it, captured from one call.
+	capture := &capturedSQL{Pool: pool}
+	if _, err := pgdb.New().UsageInsertBatch(ctx, capture, &pgdb.UsageInsertBatchParams{}); err != nil {
+		b.Fatal(err)
+	}
+	for _, batch := range usageBatches {
+		n := batch.rows
+		events := usageEvents(n, tokenID, batch.tokens)
+		b.Run(fmt.Sprintf("%d/tokens=%d", batch.rows, batch.tokens), func(b *testing.B) {
 			for b.Loop() {
 				renameEvents(events, &seq)
 				tokenIDs, projectIDs, statuses := make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
@@ -199,9 +196,10 @@ func BenchmarkRawUsageInsertBatch(b *testing.B) {
 					createdAt = append(createdAt, e.CreatedAt)
 					eventIDs = append(eventIDs, e.EventID)
 				}
-				if _, err := pool.Exec(ctx, usageInsertBatchSQL, tokenIDs, projectIDs, methods, paths, models,
-					statuses, prompt, completion, total, latency, createdAt, eventIDs); err != nil {
-					b.Fatal(err)
+				var written int64
+				if err := pool.QueryRow(ctx, capture.query, tokenIDs, projectIDs, methods, paths, models,
+					statuses, prompt, completion, total, latency, createdAt, eventIDs).Scan(&written); err != nil || written != int64(n) {
+					b.Fatal(written, err)
 				}
 			}
 			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")

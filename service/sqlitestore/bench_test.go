@@ -50,12 +50,15 @@ func benchStore(b *testing.B) (*Store, *service.Token) {
 	return s, token
 }
 
-func usageEvents(n int) []*service.UsageEventCreateParams {
+// usageEvents returns n events of tokens tokens, so the batch adds to
+// about 2 + tokens rows of usage_hourly (each token's row, its project's and
+// the total).
+func usageEvents(n, tokens int) []*service.UsageEventCreateParams {
 	events := make([]*service.UsageEventCreateParams, n)
 	now := time.Now()
 	for i := range events {
 		events[i] = &service.UsageEventCreateParams{
-			TokenID: 1, ProjectID: 1, Method: "POST", Path: "/v1/chat/completions", Model: "gpt-4o-mini",
+			TokenID: 1 + int64(i%tokens), ProjectID: 1, Method: "POST", Path: "/v1/chat/completions", Model: "gpt-4o-mini",
 			Status: 200, PromptTokens: 12, CompletionTokens: 34, TotalTokens: 46, LatencyMS: 250, CreatedAt: now,
 		}
 	}
@@ -110,30 +113,39 @@ func BenchmarkRawTokenAdmit(b *testing.B) {
 
 var batchSizes = []int{100, 1000}
 
+// BenchmarkUsageInsertBatch writes batches of one token's rows, and of as
+// many tokens as rows (every row its own usage_hourly row).
 func BenchmarkUsageInsertBatch(b *testing.B) {
 	for _, n := range batchSizes {
-		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
-			s, _ := benchStore(b)
-			// Cancellable, as the usage recorder's is: a driver may watch
-			// such a context per statement.
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			events := usageEvents(n)
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := s.UsageInsertBatch(ctx, events); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/row")
-		})
+		for _, tokens := range []int{1, n} {
+			b.Run(fmt.Sprintf("rows=%d/tokens=%d", n, tokens), func(b *testing.B) {
+				benchmarkUsageInsertBatch(b, n, tokens)
+			})
+		}
 	}
+}
+
+func benchmarkUsageInsertBatch(b *testing.B, n, tokens int) {
+	s, _ := benchStore(b)
+	// Cancellable, as the usage recorder's is: a driver may watch such a
+	// context per statement.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := usageEvents(n, tokens)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.UsageInsertBatch(ctx, events); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/row")
 }
 
 // BenchmarkRawUsageInsertBatch runs the adapter's UsageInsert text the way
 // the adapter does, prepared once per transaction and executed per row, with
 // the arguments built once, outside the loop: the difference to
-// BenchmarkUsageInsertBatch is the adapter's per-row overhead.
+// BenchmarkUsageInsertBatch (tokens=1) is the adapter's per-row overhead and
+// the rollup.
 func BenchmarkRawUsageInsertBatch(b *testing.B) {
 	for _, n := range batchSizes {
 		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
@@ -142,7 +154,7 @@ func BenchmarkRawUsageInsertBatch(b *testing.B) {
 			// such a context per statement.
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			events := usageEvents(n)
+			events := usageEvents(n, 1)
 			capture := &capturedSQL{DB: s.writer}
 			if _, err := s.q.UsageInsert(ctx, capture, &sqlitedb.UsageInsertParams{CreatedAt: 1}); err != nil {
 				b.Fatal(err)
@@ -198,7 +210,7 @@ func BenchmarkUsageInsertEventIDs(b *testing.B) {
 		b.Run("ids="+ids, func(b *testing.B) {
 			s, _ := benchStore(b)
 			ctx := context.Background()
-			events := usageEvents(500)
+			events := usageEvents(500, 1)
 			b.ReportAllocs()
 			for b.Loop() {
 				for _, e := range events {

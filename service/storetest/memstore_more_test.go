@@ -84,7 +84,7 @@ func (m *memStore) UsagePrune(ctx context.Context, params *service.UsagePrunePar
 			}
 			return false
 		})
-		for _, d := range service.RollUpUsage(batch) {
+		for _, d := range rollUpDays(batch) {
 			i, found := slices.BinarySearchFunc(m.st.daily, d.Key(), func(row service.UsageDaily, key service.UsageDailyKey) int {
 				return row.Key().Compare(key)
 			})
@@ -347,4 +347,31 @@ func (m *memStore) SessionDeleteExpired(context.Context) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// rollUpDays sums events per UTC day, project, token and model, in key
+// order.
+func rollUpDays(events []*service.UsageEvent) []*service.UsageDaily {
+	byKey := make(map[service.UsageDailyKey]*service.UsageDaily)
+	for _, e := range events {
+		key := service.UsageDailyKey{Day: service.UsageDay(e.CreatedAt), ProjectID: e.ProjectID, TokenID: e.TokenID, Model: e.Model}
+		d := byKey[key]
+		if d == nil {
+			d = &service.UsageDaily{Day: key.Day, ProjectID: e.ProjectID, TokenID: e.TokenID, Model: e.Model}
+			byKey[key] = d
+		}
+		d.Requests++
+		if e.Status >= 400 {
+			d.Errors++
+		}
+		d.PromptTokens += e.PromptTokens
+		d.CompletionTokens += e.CompletionTokens
+		d.TotalTokens += e.TotalTokens
+	}
+	rows := make([]*service.UsageDaily, 0, len(byKey))
+	for _, d := range byKey {
+		rows = append(rows, d)
+	}
+	slices.SortFunc(rows, func(a, b *service.UsageDaily) int { return a.Key().Compare(b.Key()) })
+	return rows
 }

@@ -13,7 +13,7 @@ CREATE TABLE "usage_hourly" (
   "prompt_tokens" bigint NOT NULL,
   "completion_tokens" bigint NOT NULL,
   "total_tokens" bigint NOT NULL,
-  PRIMARY KEY ("token_id", "project_id", "hour", "model"),
+  PRIMARY KEY ("token_id", "project_id", "hour", "model") INCLUDE ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens"),
   CONSTRAINT "usage_hourly_hour_is_whole" CHECK (date_trunc('hour'::text, hour, 'UTC'::text) = hour),
   CONSTRAINT "usage_hourly_level" CHECK ((token_id >= 0) AND (project_id >= 0) AND ((token_id = 0) OR (project_id > 0)))
 );
