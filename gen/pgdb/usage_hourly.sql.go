@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-const usageHourlyAddMany = `-- name: UsageHourlyAddMany :execrows
+const usageHourlyAdd = `-- name: UsageHourlyAdd :execrows
 INSERT INTO usage_hourly (
   token_id, project_id, hour, model,
   requests, errors, prompt_tokens, completion_tokens, total_tokens
@@ -27,7 +27,7 @@ ON CONFLICT (token_id, project_id, hour, model) DO UPDATE SET
   total_tokens      = usage_hourly.total_tokens + excluded.total_tokens
 `
 
-type UsageHourlyAddManyParams struct {
+type UsageHourlyAddParams struct {
 	TokenIds         []int64
 	ProjectIds       []int64
 	Hours            []time.Time
@@ -43,8 +43,8 @@ type UsageHourlyAddManyParams struct {
 // new. The arrays, of equal length, are the rows' columns (unnests in a
 // select list advance together); keys must be distinct, and sorted so that
 // concurrent writers lock shared keys in the same order.
-func (q *Queries) UsageHourlyAddMany(ctx context.Context, db DBTX, arg *UsageHourlyAddManyParams) (int64, error) {
-	result, err := db.Exec(ctx, usageHourlyAddMany,
+func (q *Queries) UsageHourlyAdd(ctx context.Context, db DBTX, arg *UsageHourlyAddParams) (int64, error) {
+	result, err := db.Exec(ctx, usageHourlyAdd,
 		arg.TokenIds,
 		arg.ProjectIds,
 		arg.Hours,

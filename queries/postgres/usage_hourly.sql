@@ -1,4 +1,4 @@
--- name: UsageHourlyAddMany :execrows
+-- name: UsageHourlyAdd :execrows
 -- Adds each row's counts to the stored row of its key, inserting it when
 -- new. The arrays, of equal length, are the rows' columns (unnests in a
 -- select list advance together); keys must be distinct, and sorted so that

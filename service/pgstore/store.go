@@ -581,7 +581,7 @@ func (s *Store) UsageRollUp(ctx context.Context, batchSize int) (int64, error) {
 			for _, e := range events {
 				rollup.Add(e.TokenID, e.ProjectID, e.Model, e.CreatedAt, e.Status, e.PromptTokens, e.CompletionTokens, e.TotalTokens)
 			}
-			if _, err := tx.q.UsageHourlyAddMany(ctx, tx.db, usageHourlyColumns(rollup.Rows())); err != nil {
+			if _, err := tx.q.UsageHourlyAdd(ctx, tx.db, usageHourlyColumns(rollup.Rows())); err != nil {
 				return tx.fail(err)
 			}
 			n = int64(len(events))
@@ -591,10 +591,10 @@ func (s *Store) UsageRollUp(ctx context.Context, batchSize int) (int64, error) {
 	})
 }
 
-// usageHourlyColumns turns rows into the column arrays UsageHourlyAddMany unnests.
-func usageHourlyColumns(rows []*service.UsageHourly) *pgdb.UsageHourlyAddManyParams {
+// usageHourlyColumns turns rows into the column arrays UsageHourlyAdd unnests.
+func usageHourlyColumns(rows []*service.UsageHourly) *pgdb.UsageHourlyAddParams {
 	n := len(rows)
-	p := &pgdb.UsageHourlyAddManyParams{
+	p := &pgdb.UsageHourlyAddParams{
 		TokenIds: make([]int64, n), ProjectIds: make([]int64, n), Hours: make([]time.Time, n), Models: make([]string, n),
 		Requests: make([]int64, n), Errors: make([]int64, n), PromptTokens: make([]int64, n),
 		CompletionTokens: make([]int64, n), TotalTokens: make([]int64, n),

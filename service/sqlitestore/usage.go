@@ -82,33 +82,23 @@ func (s *Store) UsageInsertBatch(ctx context.Context, events []*service.UsageEve
 			}
 			total += n
 		}
-		return total, addHourly(rowCtx, tx, rollup.Rows())
+		return total, addHourly(rowCtx, tx, db, rollup.Rows())
 	})
 }
 
-// addHourly adds rows to usage_hourly.
-func addHourly(ctx context.Context, tx *Store, rows []*service.UsageHourly) error {
-	return insertJSONRows(ctx, tx, tx.q.UsageHourlyAddMany, rows, func(r *service.UsageHourly) usageHourlyRow {
-		return usageHourlyRow{
+// addHourly adds rows to usage_hourly, with UsageHourlyAdd prepared once.
+func addHourly(ctx context.Context, tx *Store, db *txStmts, rows []*service.UsageHourly) error {
+	for _, r := range rows {
+		err := tx.q.UsageHourlyAdd(ctx, db, &sqlitedb.UsageHourlyAddParams{
 			TokenID: r.TokenID, ProjectID: r.ProjectID, Hour: r.Hour.UnixMilli(), Model: r.Model,
 			Requests: r.Requests, Errors: r.Errors, PromptTokens: r.PromptTokens,
 			CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
+		})
+		if err != nil {
+			return mapError(err)
 		}
-	})
-}
-
-// usageHourlyRow is one element of the JSON array UsageHourlyAddMany
-// passes to json_each; the keys are the column names.
-type usageHourlyRow struct {
-	TokenID          int64  `json:"token_id"`
-	ProjectID        int64  `json:"project_id"`
-	Hour             int64  `json:"hour"`
-	Model            string `json:"model"`
-	Requests         int64  `json:"requests"`
-	Errors           int64  `json:"errors"`
-	PromptTokens     int64  `json:"prompt_tokens"`
-	CompletionTokens int64  `json:"completion_tokens"`
-	TotalTokens      int64  `json:"total_tokens"`
+	}
+	return nil
 }
 
 // UsageRollUp rolls up each batch in a write transaction of its own.
@@ -123,7 +113,8 @@ func (s *Store) UsageRollUp(ctx context.Context, batchSize int) (int64, error) {
 			for _, e := range events {
 				rollup.Add(e.TokenID, e.ProjectID, e.Model, fromMillis(e.CreatedAt), e.Status, e.PromptTokens, e.CompletionTokens, e.TotalTokens)
 			}
-			return int64(len(events)), addHourly(ctx, tx, rollup.Rows())
+			db := &txStmts{Tx: tx.tx, stmts: map[string]*sql.Stmt{}}
+			return int64(len(events)), addHourly(context.WithoutCancel(ctx), tx, db, rollup.Rows())
 		})
 	})
 }
