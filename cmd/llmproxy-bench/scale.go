@@ -49,7 +49,7 @@ const (
 	scaleProjects = 50
 	scaleTokens   = 2000
 	scaleModels   = 10
-	scaleDays     = 89 // inside the default retention, so nothing is rolled up meanwhile
+	scaleDays     = 89 // inside the default retention, so nothing would be pruned meanwhile
 	scaleBatch    = 5000
 )
 

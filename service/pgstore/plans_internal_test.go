@@ -12,7 +12,7 @@ import (
 
 // The usage reads are planned for each call's filter, however often a
 // connection has run them: PostgreSQL never switches them to a generic
-// plan. (Without customPlansSQL it does after five runs.)
+// plan. (Without usageReadSettings it does after five runs.)
 func TestUsageTotalsKeepCustomPlans(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

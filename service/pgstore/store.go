@@ -469,7 +469,7 @@ func usageInsertColumns(events []*service.UsageEventCreateParams) pgdb.UsageInse
 	return p
 }
 
-// customPlansSQL makes PostgreSQL plan the rest of a transaction's
+// usageReadSettings make PostgreSQL plan the rest of a transaction's
 // statements for their parameters. pgx prepares each statement once per
 // connection, and after five runs PostgreSQL may switch a prepared
 // statement to its generic plan, one for any parameters: for the usage
@@ -483,7 +483,7 @@ func usageInsertColumns(events []*service.UsageEventCreateParams) pgdb.UsageInse
 // events the plan crosses jit_above_cost, and compiling it took 75 ms of a
 // read that runs in 17 (EXPLAIN ANALYZE at 10M events). The reads touch few
 // rows, which JIT cannot speed up.
-const customPlansSQL = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
+const usageReadSettings = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
 
 // usageReadParams are the bounds of r for the usage reads, whose
 // parameters are the same.
@@ -496,18 +496,24 @@ func usageReadParams(f *service.UsageFilter, r service.UsageReadRange) pgdb.Usag
 	}
 }
 
+// usageRead runs read in a read-only transaction with usageReadSettings.
+func (s *Store) usageRead(ctx context.Context, read func(tx *Store) error) error {
+	return s.withTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx *Store) error {
+		if _, err := tx.db.Exec(ctx, usageReadSettings); err != nil {
+			return tx.fail(err)
+		}
+		return tx.fail(read(tx))
+	})
+}
+
 // UsageTotals reads the per-model rows in one statement, planned for its
-// filter (customPlansSQL); the totals are their sum.
+// filter (usageReadSettings); the totals are their sum.
 func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*service.UsageTotals, error) {
 	params := usageReadParams(f, service.NewUsageReadRange(f))
 	var byModel []*pgdb.UsageTotalsByModelRow
-	err := s.withTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx *Store) error {
-		if _, err := tx.db.Exec(ctx, customPlansSQL); err != nil {
-			return tx.fail(err)
-		}
-		var err error
+	err := s.usageRead(ctx, func(tx *Store) (err error) {
 		byModel, err = tx.q.UsageTotalsByModel(ctx, tx.db, &params)
-		return tx.fail(err)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -516,17 +522,13 @@ func (s *Store) UsageTotals(ctx context.Context, f *service.UsageFilter) (*servi
 }
 
 // UsageTotalsByDay is one read of the days' totals per model, planned for
-// its filter (customPlansSQL).
+// its filter (usageReadSettings).
 func (s *Store) UsageTotalsByDay(ctx context.Context, f *service.UsageFilter) ([]*service.DayUsage, error) {
 	params := usageReadParams(f, service.NewUsageReadRange(f))
 	var rows []*pgdb.UsageTotalsByDayModelRow
-	err := s.withTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx *Store) error {
-		if _, err := tx.db.Exec(ctx, customPlansSQL); err != nil {
-			return tx.fail(err)
-		}
-		var err error
+	err := s.usageRead(ctx, func(tx *Store) (err error) {
 		rows, err = tx.q.UsageTotalsByDayModel(ctx, tx.db, (*pgdb.UsageTotalsByDayModelParams)(&params))
-		return tx.fail(err)
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -220,20 +220,6 @@ func (r leaseReader) ProjectLeaseRemaining(ctx context.Context, id int64) (time.
 	return time.Duration(ms) * time.Millisecond, mapError(err)
 }
 
-// readTx runs fn on one snapshot: the transaction s is bound to, or a
-// read-only transaction on the reader pool.
-func (s *Store) readTx(ctx context.Context, fn func(db sqlitedb.DBTX) error) error {
-	if s.tx != nil {
-		return fn(s.tx)
-	}
-	tx, err := s.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return mapError(err)
-	}
-	defer func() { _ = tx.Rollback() }() // nothing to commit
-	return fn(tx)
-}
-
 // Ping checks the writer, or inside a transaction the reader pool, since the
 // transaction holds the writer's only connection.
 func (s *Store) Ping(ctx context.Context) error {
